@@ -1,0 +1,98 @@
+# One entry point for people and CI. Every target installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+COMPOSE ?= docker compose
+API_HOST ?= 0.0.0.0
+API_PORT ?= 8000
+PYTEST_ARGS ?=
+
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): requirements-dev.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the locked dependencies
+
+project_init: install ## Bootstrap the local environment (seed name for `install`)
+	@test -f .env || cp .env.example .env
+
+lock: install ## Re-pin requirements*.lock from pyproject.toml (with hashes)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -q -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes -q -o requirements-dev.lock
+
+prestart: install ## Create the database if missing and apply migrations
+	$(BIN)/python scripts/prestart.py
+
+alembic_upgrade: install ## Apply migrations
+	$(BIN)/python -m alembic upgrade head
+
+alembic_migrate: install ## Generate a migration: make alembic_migrate msg="describe change"
+	@test -n "$(msg)" || (echo 'usage: make alembic_migrate msg="describe change"' && exit 2)
+	$(BIN)/python -m alembic revision --autogenerate -m "$(msg)"
+
+run: prestart ## Run the service: migrations, then the API and one worker (Ctrl-C stops both)
+	@trap 'kill 0' EXIT INT TERM; \
+	$(BIN)/python -m worker & \
+	$(BIN)/python -m uvicorn api.asgi:app --host $(API_HOST) --port $(API_PORT) --no-access-log & \
+	wait -n
+
+run_api: prestart ## Run the API alone
+	$(BIN)/python -m uvicorn api.asgi:app --host $(API_HOST) --port $(API_PORT) --no-access-log
+
+run_worker: install ## Run one worker
+	$(BIN)/python -m worker
+
+run_dev: prestart ## Run the API with auto-reload
+	$(BIN)/python -m uvicorn api.asgi:app --host $(API_HOST) --port $(API_PORT) --reload --no-access-log
+
+test: install ## Run the whole test suite against the local PostgreSQL and Redis
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+run_test: test ## Seed name for `test`
+
+lint: install ## Format check, lint and strict type check
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: install ## Apply formatting and safe lint fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+db_up: ## Start PostgreSQL and Redis in Docker
+	$(COMPOSE) up -d --wait postgres redis
+
+db_down: ## Stop PostgreSQL and Redis
+	$(COMPOSE) stop postgres redis
+
+llm_up: ## Start Ollama in Docker and pull OLLAMA_DEFAULT_MODEL
+	$(COMPOSE) up -d --wait ollama
+	$(COMPOSE) run --rm ollama-pull
+
+llm_down: ## Stop Ollama
+	$(COMPOSE) stop ollama
+
+obs_up: ## Start Jaeger (traces at http://localhost:16686)
+	$(COMPOSE) --profile obs up -d jaeger
+
+obs_down: ## Stop Jaeger
+	$(COMPOSE) --profile obs stop jaeger
+
+stack_up: ## Start the whole stack in Docker (api, worker, postgres, redis, ollama)
+	$(COMPOSE) up -d --build
+
+stack_down: ## Stop the whole stack
+	$(COMPOSE) --profile obs down
+
+.PHONY: help install project_init lock prestart alembic_upgrade alembic_migrate run run_api \
+	run_worker run_dev test run_test lint format db_up db_down llm_up llm_down obs_up obs_down \
+	stack_up stack_down

@@ -1,0 +1,50 @@
+"""Request-scoped dependencies, as `Annotated` aliases routes can declare."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from arq.connections import ArqRedis
+from fastapi import Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import SessionFactory, unit_of_work
+from shared.schemas.common import Page
+from shared.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session_factory(request: Request) -> SessionFactory:
+    factory: SessionFactory = request.app.state.session_factory
+    return factory
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One unit of work per request: committed before the response leaves, or rolled back."""
+    async with unit_of_work(get_session_factory(request)) as session:
+        yield session
+
+
+def get_queue(request: Request) -> ArqRedis:
+    queue: ArqRedis = request.app.state.queue
+    return queue
+
+
+def get_page(
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Rows to skip")] = 0,
+) -> Page:
+    return Page(limit=limit, offset=offset)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+# scope="function": the commit happens before the response is sent, so a failed commit
+# becomes an error response instead of a success the database never saw.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+QueueDep = Annotated[ArqRedis, Depends(get_queue)]
+PageDep = Annotated[Page, Depends(get_page)]

@@ -1,0 +1,59 @@
+"""The FastAPI application factory and its lifespan (engines and pools live here)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from loguru import logger
+
+from api.errors import register_error_handlers
+from api.routes import conversations, health, model_versions, users
+from shared.db import create_engine, create_session_factory
+from shared.queue import create_queue_pool
+from shared.settings import Settings, get_settings
+
+PROCESS_NAME = "api"
+
+
+def served_providers(settings: Settings) -> frozenset[str]:
+    return frozenset({"ollama"})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; nothing connects until the lifespan starts."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings, process_name=PROCESS_NAME)
+        queue = create_queue_pool(settings)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.session_factory = create_session_factory(engine)
+        app.state.queue = queue
+        app.state.supported_providers = served_providers(settings)
+        logger.info("api_started", environment=settings.ENVIRONMENT.value)
+        try:
+            yield
+        finally:
+            await queue.aclose()
+            await engine.dispose()
+            logger.info("api_stopped")
+
+    app = FastAPI(
+        title="ai-eng-api",
+        summary="Submit prompts, let workers answer them, poll for the result.",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url=settings.OPENAPI_JSON_PATH if settings.OPENAPI_ENABLED else None,
+        docs_url=settings.SWAGGER_UI_PATH
+        if settings.OPENAPI_ENABLED and settings.SWAGGER_UI_ENABLED
+        else None,
+        redoc_url=None,
+    )
+    register_error_handlers(app)
+    for module in (health, users, model_versions, conversations):
+        app.include_router(module.router)
+    return app

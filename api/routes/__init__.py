@@ -1,0 +1,1 @@
+"""Thin routers: parse input, call a shared service, shape the response."""

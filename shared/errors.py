@@ -1,0 +1,56 @@
+"""The one error hierarchy; the API renders it as `{"code", "message", "details"}`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    VALIDATION_ERROR = "validation_error"
+    TOO_MANY_REQUESTS = "too_many_requests"
+    INTERNAL_ERROR = "internal_error"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    ERROR = "error"
+
+
+class AppError(Exception):
+    """A failure the caller can act on; carries its HTTP status and stable code."""
+
+    status_code: int = 500
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequestError(AppError):
+    status_code = 400
+    code = ErrorCode.BAD_REQUEST
+
+
+class NotFoundError(AppError):
+    status_code = 404
+    code = ErrorCode.NOT_FOUND
+
+
+class ConflictError(AppError):
+    status_code = 409
+    code = ErrorCode.CONFLICT
+
+
+class ServiceUnavailableError(AppError):
+    status_code = 503
+    code = ErrorCode.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, *, details: Any = None, retry_after: int = 5) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after

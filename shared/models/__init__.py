@@ -1,0 +1,15 @@
+"""All ORM models, imported here so Alembic's autogenerate sees every table."""
+
+from shared.models.base import Base
+from shared.models.conversation import TERMINAL_STATUSES, Conversation, ConversationStatus
+from shared.models.model_version import ModelVersion
+from shared.models.user import User
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "Base",
+    "Conversation",
+    "ConversationStatus",
+    "ModelVersion",
+    "User",
+]

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy.sql.expression import literal
+
+from shared.models import Conversation, ConversationStatus
+from shared.repositories.base import RecordRepository
+from shared.schemas.conversations import ConversationOrder
+
+CONVERSATION_ORDER: dict[ConversationOrder, ColumnElement[Any]] = {
+    ConversationOrder.CREATED_AT_DESC: Conversation.created_at.desc(),
+    ConversationOrder.CREATED_AT_ASC: Conversation.created_at.asc(),
+    ConversationOrder.LATENCY_MS_ASC: Conversation.latency_ms.asc().nulls_last(),
+    ConversationOrder.LATENCY_MS_DESC: Conversation.latency_ms.desc().nulls_last(),
+}
+
+_RUNNING = ConversationStatus.RUNNING.value
+_PENDING = ConversationStatus.PENDING.value
+_UNFINISHED = (_PENDING, _RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a job writes back when it ends one attempt."""
+
+    status: ConversationStatus
+    values: dict[str, Any]
+
+
+def _seconds(value: float) -> ColumnElement[Any]:
+    return literal(timedelta(seconds=value))
+
+
+class ConversationRepository(RecordRepository[Conversation]):
+    model = Conversation
+
+    async def claim(
+        self, conversation_id: uuid.UUID, *, lease_seconds: float
+    ) -> Conversation | None:
+        """Take the row for one attempt: pending (or running with an expired lease) → running.
+
+        The returned `attempts` is the fencing token: every later write of this attempt is
+        conditional on it, so a worker that lost its lease can never overwrite a newer one.
+        """
+        now = func.now()
+        stmt = (
+            update(Conversation)
+            .where(
+                Conversation.id == conversation_id,
+                Conversation.is_active,
+                or_(
+                    Conversation.status == _PENDING,
+                    and_(Conversation.status == _RUNNING, Conversation.lease_expires_at < now),
+                ),
+            )
+            .values(
+                status=_RUNNING,
+                attempts=Conversation.attempts + 1,
+                started_at=func.coalesce(Conversation.started_at, now),
+                lease_expires_at=now + _seconds(lease_seconds),
+                next_attempt_at=None,
+                queue_wait_ms=func.coalesce(
+                    Conversation.queue_wait_ms,
+                    func.extract("epoch", now - Conversation.created_at) * 1000,
+                ),
+                updated_at=now,
+            )
+            .returning(Conversation)
+            .execution_options(synchronize_session=False)
+        )
+        result: Conversation | None = (await self.session.execute(stmt)).scalar_one_or_none()
+        return result
+
+    async def finish_attempt(
+        self, conversation_id: uuid.UUID, *, attempt: int, outcome: Outcome
+    ) -> bool:
+        """Write an attempt's outcome if this attempt still holds the row; False if it lost it."""
+        values = dict(outcome.values)
+        values["status"] = outcome.status.value
+        values["updated_at"] = func.now()
+        values["lease_expires_at"] = None
+        if outcome.status.is_terminal:
+            values["completed_at"] = func.now()
+        stmt = (
+            update(Conversation)
+            .where(
+                Conversation.id == conversation_id,
+                Conversation.status == _RUNNING,
+                Conversation.attempts == attempt,
+            )
+            .values(**values)
+            .returning(Conversation.id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+
+    async def cancel(self, conversation_id: uuid.UUID) -> bool:
+        stmt = (
+            update(Conversation)
+            .where(
+                Conversation.id == conversation_id,
+                Conversation.is_active,
+                Conversation.status.in_(_UNFINISHED),
+            )
+            .values(
+                status=ConversationStatus.CANCELLED.value,
+                completed_at=func.now(),
+                lease_expires_at=None,
+                updated_at=func.now(),
+            )
+            .returning(Conversation.id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+
+    async def reclaim_expired_leases(self, *, max_attempts: int, limit: int) -> list[uuid.UUID]:
+        """Running rows whose worker vanished go back to pending, or fail when out of tries.
+
+        Returns the ids put back to pending; `SKIP LOCKED` lets many sweepers run at once.
+        """
+        expired = (
+            select(Conversation.id)
+            .where(Conversation.status == _RUNNING, Conversation.lease_expires_at < func.now())
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        exhausted = Conversation.attempts >= max_attempts
+        stmt = (
+            update(Conversation)
+            .where(Conversation.id.in_(expired))
+            .values(
+                status=case((exhausted, ConversationStatus.FAILED.value), else_=_PENDING),
+                error_code=case(
+                    (exhausted, "max_attempts_exceeded"), else_=Conversation.error_code
+                ),
+                error_message=case(
+                    (
+                        exhausted,
+                        func.concat(
+                            "gave up after ",
+                            Conversation.attempts,
+                            " attempts; the last one stopped without reporting (lease expired)",
+                            func.coalesce(
+                                func.concat("; last error: ", Conversation.error_message), ""
+                            ),
+                        ),
+                    ),
+                    else_=Conversation.error_message,
+                ),
+                completed_at=case((exhausted, func.now()), else_=None),
+                lease_expires_at=None,
+                updated_at=func.now(),
+            )
+            .returning(Conversation.id, Conversation.status)
+            .execution_options(synchronize_session=False)
+        )
+        rows = (await self.session.execute(stmt)).all()
+        return [row.id for row in rows if row.status == _PENDING]
+
+    async def due_pending_ids(self, *, older_than_seconds: float, limit: int) -> list[uuid.UUID]:
+        """Pending rows that should be in the queue by now (their job may have been lost)."""
+        due = func.coalesce(Conversation.next_attempt_at, Conversation.updated_at)
+        stmt = (
+            select(Conversation.id)
+            .where(
+                Conversation.status == _PENDING,
+                Conversation.is_active,
+                due < func.now() - _seconds(older_than_seconds),
+            )
+            .order_by(due)
+            .limit(limit)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def queue_stats(self) -> tuple[int, float | None]:
+        """Pending count and the age in seconds of the oldest pending row."""
+        stmt = select(
+            func.count(),
+            func.extract("epoch", func.now() - func.min(Conversation.created_at)),
+        ).where(Conversation.status == _PENDING, Conversation.is_active)
+        count, age = (await self.session.execute(stmt)).one()
+        return int(count), (float(age) if age is not None else None)

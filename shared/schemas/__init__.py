@@ -1,0 +1,1 @@
+"""Pydantic request/response schemas shared by the API and the worker."""

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from shared.models import ConversationStatus
+from shared.schemas.common import ReadModel, StrictInput
+
+Prompt = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+LongText = Annotated[str, StringConstraints(max_length=100_000)]
+
+
+class ConversationOrder(StrEnum):
+    CREATED_AT_DESC = "created_at_desc"
+    CREATED_AT_ASC = "created_at_asc"
+    LATENCY_MS_ASC = "latency_ms_asc"
+    LATENCY_MS_DESC = "latency_ms_desc"
+
+
+class ConversationCreate(StrictInput):
+    user_id: uuid.UUID
+    model_version_id: uuid.UUID
+    prompt: Prompt
+    system_instruction: LongText | None = None
+    context: LongText | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    response: LongText | None = Field(
+        default=None,
+        description="Give it to store an answered conversation (201); omit it to have a "
+        "worker generate the answer (202).",
+    )
+
+
+class ConversationUpdate(StrictInput):
+    """Only the stored answer of a completed conversation may be edited."""
+
+    response: LongText
+
+
+class ConversationRead(ReadModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    model_version_id: uuid.UUID
+    prompt: str
+    system_instruction: str | None
+    context: str | None
+    response: str | None
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    status: ConversationStatus
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+    prompt_version: str | None
+    finish_reason: str | None
+    trace_id: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    latency_ms: float | None
+    queue_wait_ms: float | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+    is_active: bool

@@ -1,0 +1,60 @@
+"""The error contract holds for every kind of failure, not only the ones routes raise."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.main import create_app
+from shared.settings import Settings
+from tests.api.conftest import assert_error
+
+
+async def test_malformed_json_is_a_bad_request(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/users", content=b'{"email": ', headers={"Content-Type": "application/json"}
+    )
+    body = assert_error(response, 400, "bad_request")
+    assert body["details"][0]["type"] == "json_invalid"
+
+
+async def test_unknown_route_is_not_found(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/nope"), 404, "not_found")
+
+
+async def test_wrong_method_is_method_not_allowed(client: httpx.AsyncClient) -> None:
+    assert_error(await client.put("/users"), 405, "method_not_allowed")
+
+
+async def test_unexpected_errors_leak_nothing(app: FastAPI, client: httpx.AsyncClient) -> None:
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals: password=hunter2")
+
+    body = assert_error(await client.get("/boom"), 500, "internal_error")
+    assert "hunter2" not in str(body)
+    assert body["details"] is None
+
+
+@pytest.fixture
+async def dead_db_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    broken = settings.model_copy(
+        update={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nothing"}
+    )
+    app = create_app(broken)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+async def test_database_down_is_service_unavailable_with_retry_after(
+    dead_db_client: httpx.AsyncClient,
+) -> None:
+    response = await dead_db_client.get("/users")
+    assert_error(response, 503, "service_unavailable")
+    assert int(response.headers["Retry-After"]) > 0
+    assert_error(await dead_db_client.get("/health/db"), 503, "service_unavailable")

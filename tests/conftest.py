@@ -1,0 +1,91 @@
+"""Fixtures every test package shares: a migrated database per run, a keyspace per run."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.main import create_app
+from shared.db import SessionFactory, create_engine, create_session_factory
+from shared.settings import Settings
+from tests import database
+
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[URL]:
+    name = database.new_database_name()
+    url = database.create_database(name)
+    try:
+        database.migrate(url)
+        yield url
+    finally:
+        database.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def queue_name() -> str:
+    """Jobs of this run go to their own queue, so parallel runs never take each other's."""
+    return f"ai-eng-api-test:{RUN_ID}:queue"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: URL, queue_name: str, redis_url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        DATABASE_URL=database_url.render_as_string(hide_password=False),
+        REDIS_URL=redis_url,
+        QUEUE_NAME=queue_name,
+        OLLAMA_STARTUP_CHECK_ENABLED=False,
+        LOG_FORMAT="HUMAN",
+        LOG_LEVEL="WARNING",
+    )
+
+
+@pytest.fixture
+async def clean_db(database_url: URL) -> AsyncIterator[None]:
+    """Each test starts from empty tables."""
+    await database.truncate_all(database_url)
+    return
+
+
+@pytest.fixture
+async def session_factory(settings: Settings, clean_db: None) -> AsyncIterator[SessionFactory]:
+    engine = create_engine(settings, process_name="tests")
+    try:
+        yield create_session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def session(session_factory: SessionFactory) -> AsyncIterator[AsyncSession]:
+    async with session_factory() as session:
+        yield session
+
+
+@pytest.fixture
+async def app(settings: Settings, clean_db: None) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
