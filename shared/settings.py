@@ -6,7 +6,15 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -26,7 +34,11 @@ class Settings(BaseSettings):
     """Every setting of both processes; names match `.env.example`."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        case_sensitive=True,
     )
 
     SERVICE_NAME: str = "ai-eng-api"
@@ -66,8 +78,17 @@ class Settings(BaseSettings):
     WORKER_MAX_ATTEMPTS: Annotated[int, Field(ge=1, le=50)] = 5
     WORKER_RETRY_BASE_SECONDS: PositiveFloat = 2.0
     WORKER_RETRY_MAX_SECONDS: PositiveFloat = 60.0
+    WORKER_SHUTDOWN_GRACE_SECONDS: Annotated[int, Field(ge=0)] = 30
+    WORKER_HEALTH_CHECK_INTERVAL_SECONDS: Annotated[int, Field(ge=1)] = 10
+    WORKER_SWEEP_INTERVAL_SECONDS: Annotated[int, Field(ge=1, le=60)] = 15
+    WORKER_SWEEP_PENDING_GRACE_SECONDS: PositiveFloat = 30.0
+    WORKER_METRICS_PORT: Annotated[int, Field(ge=0, le=65535)] = 9100
+
+    OPENAI_BASE_URL: AnyHttpUrl | None = None
+    OPENAI_API_KEY: SecretStr | None = None
 
     OTEL_EXPORTER_OTLP_ENDPOINT: str | None = None
+    OTEL_TRACES_FILE: str | None = None
 
     @model_validator(mode="after")
     def _timeouts_nest(self) -> Settings:

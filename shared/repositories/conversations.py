@@ -99,6 +99,16 @@ class ConversationRepository(RecordRepository[Conversation]):
         )
         return (await self.session.execute(stmt)).scalar_one_or_none() is not None
 
+    async def has_outcome(
+        self, conversation_id: uuid.UUID, *, attempt: int, status: ConversationStatus
+    ) -> bool:
+        stmt = select(Conversation.id).where(
+            Conversation.id == conversation_id,
+            Conversation.attempts == attempt,
+            Conversation.status == status.value,
+        )
+        return (await self.session.scalar(stmt)) is not None
+
     async def cancel(self, conversation_id: uuid.UUID) -> bool:
         stmt = (
             update(Conversation)
