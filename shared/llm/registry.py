@@ -1,0 +1,63 @@
+"""Build the process's one httpx client and the LLM clients that share it."""
+
+from __future__ import annotations
+
+import httpx
+
+from shared.llm.base import LLMClient
+from shared.llm.http_errors import request_timeout
+from shared.llm.ollama import OllamaClient
+from shared.llm.openai_compat import OpenAICompatClient
+from shared.settings import Settings
+
+SUPPORTED_PROVIDERS = frozenset({"ollama", "openai"})
+
+
+def create_http_client(settings: Settings, *, process_name: str | None = None) -> httpx.AsyncClient:
+    """One pooled client per process, made at start-up and closed (`aclose`) at shutdown.
+
+    The pool is sized to the worker's concurrency with room to spare, so a full set of jobs
+    never waits on a connection; `process_name` tags the User-Agent for server-side logs.
+    """
+    concurrency = max(settings.WORKER_MAX_JOBS, 10)
+    agent = (
+        settings.SERVICE_NAME if process_name is None else f"{settings.SERVICE_NAME}/{process_name}"
+    )
+    return httpx.AsyncClient(
+        timeout=request_timeout(settings.OLLAMA_TIMEOUT_SECONDS),
+        limits=httpx.Limits(
+            max_connections=concurrency * 2,
+            max_keepalive_connections=concurrency,
+            keepalive_expiry=30.0,
+        ),
+        headers={"User-Agent": agent},
+    )
+
+
+def served_providers(settings: Settings) -> frozenset[str]:
+    """The providers this deployment answers for: the keys `make_llm_clients` will build.
+
+    The API checks submissions against this without making any client, so a conversation
+    for an unconfigured provider is refused at once instead of failing in the worker.
+    """
+    if settings.OPENAI_BASE_URL is None:
+        return frozenset({"ollama"})
+    return SUPPORTED_PROVIDERS
+
+
+def make_llm_clients(settings: Settings, http: httpx.AsyncClient) -> dict[str, LLMClient]:
+    """Clients by provider name: always `ollama`, `openai` only when `OPENAI_BASE_URL` is set."""
+    clients: dict[str, LLMClient] = {
+        "ollama": OllamaClient(
+            http, settings.ollama_base_url, timeout_seconds=settings.OLLAMA_TIMEOUT_SECONDS
+        ),
+    }
+    if settings.OPENAI_BASE_URL is not None:
+        api_key = settings.OPENAI_API_KEY
+        clients["openai"] = OpenAICompatClient(
+            http,
+            str(settings.OPENAI_BASE_URL),
+            timeout_seconds=settings.OLLAMA_TIMEOUT_SECONDS,
+            api_key=api_key.get_secret_value() if api_key is not None else None,
+        )
+    return clients
