@@ -42,17 +42,17 @@ alembic_migrate: install ## Generate a migration: make alembic_migrate msg="desc
 run: prestart ## Run the service: migrations, then the API and one worker (Ctrl-C stops both)
 	@trap 'kill 0' EXIT INT TERM; \
 	$(BIN)/python -m worker & \
-	$(BIN)/python -m uvicorn api.asgi:app --host $(API_HOST) --port $(API_PORT) --no-access-log & \
+	$(BIN)/python -m uvicorn --factory api.main:create_app --host $(API_HOST) --port $(API_PORT) --no-access-log & \
 	wait -n
 
 run_api: prestart ## Run the API alone
-	$(BIN)/python -m uvicorn api.asgi:app --host $(API_HOST) --port $(API_PORT) --no-access-log
+	$(BIN)/python -m uvicorn --factory api.main:create_app --host $(API_HOST) --port $(API_PORT) --no-access-log
 
 run_worker: install ## Run one worker
 	$(BIN)/python -m worker
 
 run_dev: prestart ## Run the API with auto-reload
-	$(BIN)/python -m uvicorn api.asgi:app --host $(API_HOST) --port $(API_PORT) --reload --no-access-log
+	$(BIN)/python -m uvicorn --factory api.main:create_app --host $(API_HOST) --port $(API_PORT) --reload --no-access-log
 
 test: install ## Run the whole test suite against the local PostgreSQL and Redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -9,25 +9,38 @@ from fastapi import FastAPI
 from loguru import logger
 
 from api.errors import register_error_handlers
-from api.routes import conversations, health, model_versions, users
+from api.middleware.metrics import MetricsMiddleware
+from api.middleware.request_id import RequestIdMiddleware
+from api.routes import conversations, health, metrics, model_versions, users
 from shared.db import create_engine, create_session_factory
+from shared.llm.registry import served_providers
+from shared.logging import configure_logging
+from shared.metrics import create_metrics
 from shared.queue import create_queue_pool
 from shared.settings import Settings, get_settings
+from shared.telemetry import (
+    instrument_fastapi,
+    instrument_redis,
+    instrument_sqlalchemy,
+    setup_telemetry,
+)
 
 PROCESS_NAME = "api"
 
 
-def served_providers(settings: Settings) -> frozenset[str]:
-    return frozenset({"ollama"})
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; nothing connects until the lifespan starts."""
+    """Build the app (uvicorn: `--factory api.main:create_app`); nothing connects until the
+    lifespan starts."""
     settings = settings or get_settings()
+    configure_logging(settings, process_name=PROCESS_NAME)
+    telemetry = setup_telemetry(settings, process_name=PROCESS_NAME)
+    tracer_provider = telemetry.tracer_provider
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings, process_name=PROCESS_NAME)
+        instrument_sqlalchemy(engine, tracer_provider)
+        instrument_redis(tracer_provider)
         queue = create_queue_pool(settings)
         app.state.settings = settings
         app.state.engine = engine
@@ -40,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await queue.aclose()
             await engine.dispose()
+            telemetry.shutdown()
             logger.info("api_stopped")
 
     app = FastAPI(
@@ -53,7 +67,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None,
         redoc_url=None,
     )
+    app.state.metrics = create_metrics()
     register_error_handlers(app)
-    for module in (health, users, model_versions, conversations):
+    for module in (health, metrics, users, model_versions, conversations):
         app.include_router(module.router)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    # Added last, so outermost: every log line of the request carries its id.
+    app.add_middleware(RequestIdMiddleware)
+    instrument_fastapi(app, tracer_provider)
     return app

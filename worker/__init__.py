@@ -1,0 +1,1 @@
+"""The worker process: takes generation jobs from Redis and writes answers to PostgreSQL."""

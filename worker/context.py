@@ -1,0 +1,67 @@
+"""What a worker makes once at start and every job borrows: engine, HTTP client, LLM clients."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+from loguru import logger
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import SessionFactory, create_engine, create_session_factory
+from shared.llm.base import LLMClient, LLMError
+from shared.llm.ollama import OllamaClient, check_ollama_ready
+from shared.llm.registry import create_http_client, make_llm_clients
+from shared.settings import Settings
+
+PROCESS_NAME = "worker"
+RESOURCES_KEY = "resources"
+
+
+@dataclass(slots=True)
+class WorkerResources:
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: SessionFactory
+    http: httpx.AsyncClient
+    llm_clients: Mapping[str, LLMClient]
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.engine.dispose()
+
+
+def resources(ctx: Mapping[str, Any]) -> WorkerResources:
+    """The typed view of arq's job context."""
+    return cast(WorkerResources, ctx[RESOURCES_KEY])
+
+
+async def open_resources(settings: Settings) -> WorkerResources:
+    engine = create_engine(settings, process_name=PROCESS_NAME)
+    http = create_http_client(settings)
+    return WorkerResources(
+        settings=settings,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+        http=http,
+        llm_clients=make_llm_clients(settings, http),
+    )
+
+
+async def check_llm(res: WorkerResources) -> None:
+    """Say at start, clearly, when Ollama is down or lacks the default model.
+
+    The worker keeps running either way: jobs retry until Ollama is back, which beats a
+    crash loop while Ollama is still starting next to it.
+    """
+    client = res.llm_clients.get("ollama")
+    if not res.settings.OLLAMA_STARTUP_CHECK_ENABLED or not isinstance(client, OllamaClient):
+        return
+    try:
+        await check_ollama_ready(client, res.settings.OLLAMA_DEFAULT_MODEL)
+    except LLMError as exc:
+        logger.error("ollama_not_ready", reason=exc.message)
+    else:
+        logger.info("ollama_ready", model=res.settings.OLLAMA_DEFAULT_MODEL)

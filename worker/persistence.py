@@ -1,0 +1,51 @@
+"""Writing an attempt's outcome, surviving a database that drops connections for a moment."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from loguru import logger
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from shared.db import unit_of_work
+from shared.repositories.conversations import ConversationRepository, Outcome
+from worker.context import WorkerResources
+
+WRITE_TRIES = 6
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError)
+
+
+async def write_outcome(
+    res: WorkerResources, conversation_id: uuid.UUID, *, attempt: int, outcome: Outcome
+) -> bool:
+    """Write the outcome, retrying lost connections so a generated answer is not thrown away.
+
+    The write is idempotent (fenced by `attempt`), so repeating it after a connection broke
+    mid-commit is safe. Returns False when the attempt no longer owns the row.
+    """
+    delay = 0.2
+    retried = False
+    for tries_left in range(WRITE_TRIES - 1, -1, -1):
+        try:
+            async with unit_of_work(res.session_factory) as session:
+                repo = ConversationRepository(session)
+                if await repo.finish_attempt(conversation_id, attempt=attempt, outcome=outcome):
+                    return True
+                # A commit whose acknowledgement was lost looks like a lost lease on retry.
+                return retried and await repo.has_outcome(
+                    conversation_id, attempt=attempt, status=outcome.status
+                )
+        except Exception as exc:
+            if not tries_left or not is_connection_error(exc):
+                raise
+            logger.warning("outcome_write_retry", error=type(exc).__name__, tries_left=tries_left)
+            retried = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+    raise AssertionError("unreachable")

@@ -1,0 +1,64 @@
+"""The sweeper: makes PostgreSQL's view of the work true again after anything was lost.
+
+Redis here may forget every job (it keeps nothing on disk), workers may die mid-job and the
+API may fail to enqueue. The sweeper runs as an arq cron job in every worker; arq runs each
+tick once per queue, and `SKIP LOCKED` keeps concurrent sweeps from touching the same rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from arq.connections import ArqRedis
+from loguru import logger
+from redis.exceptions import RedisError
+
+from shared.db import unit_of_work
+from shared.queue import enqueue_generation
+from shared.repositories.conversations import ConversationRepository
+from worker.context import WorkerResources, resources
+
+SWEEP_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    reclaimed: int
+    requeued: int
+
+
+async def _enqueue_all(queue: ArqRedis, ids: list[uuid.UUID]) -> int:
+    queued = 0
+    for conversation_id in ids:
+        # Idempotent: a conversation whose job still exists keeps that one job.
+        if await enqueue_generation(queue, conversation_id):
+            queued += 1
+    return queued
+
+
+async def sweep(res: WorkerResources, queue: ArqRedis) -> SweepReport:
+    settings = res.settings
+    async with unit_of_work(res.session_factory) as session:
+        reclaimed = await ConversationRepository(session).reclaim_expired_leases(
+            max_attempts=settings.WORKER_MAX_ATTEMPTS, limit=SWEEP_BATCH
+        )
+    async with unit_of_work(res.session_factory) as session:
+        due = await ConversationRepository(session).due_pending_ids(
+            older_than_seconds=settings.WORKER_SWEEP_PENDING_GRACE_SECONDS, limit=SWEEP_BATCH
+        )
+    # Reclaimed rows are due at once; the others had their grace period to show up.
+    requeued = await _enqueue_all(queue, list(dict.fromkeys([*reclaimed, *due])))
+    report = SweepReport(reclaimed=len(reclaimed), requeued=requeued)
+    if report.reclaimed or report.requeued:
+        logger.info("sweep_done", reclaimed=report.reclaimed, requeued=report.requeued)
+    return report
+
+
+async def sweep_job(ctx: dict[str, Any]) -> None:
+    """arq cron entry point."""
+    try:
+        await sweep(resources(ctx), ctx["redis"])
+    except (RedisError, OSError) as exc:
+        logger.warning("sweep_skipped", error=type(exc).__name__)
