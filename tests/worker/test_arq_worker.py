@@ -1,0 +1,88 @@
+"""The arq worker as configured for production, run in burst mode against real Redis."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from arq.connections import ArqRedis
+
+from shared.db import SessionFactory
+from shared.jobs import GENERATE_CONVERSATION, serialize_job
+from shared.models import ConversationStatus
+from shared.queue import create_queue_pool, enqueue_generation
+from shared.settings import Settings
+from tests.factories import load, make_conversation
+from tests.support.fake_llm import FakeLLMServer
+from worker.settings import build_worker
+
+
+@pytest.fixture
+async def queue(worker_settings: Settings) -> AsyncIterator[ArqRedis]:
+    pool = create_queue_pool(worker_settings)
+    await pool.delete(worker_settings.QUEUE_NAME)
+    yield pool
+    await pool.delete(worker_settings.QUEUE_NAME)
+    await pool.aclose()
+
+
+async def _run_burst(settings: Settings) -> None:
+    worker = build_worker(settings, burst=True, handle_signals=False, poll_delay=0.05)
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+
+
+async def test_queued_conversations_are_completed(
+    worker_settings: Settings,
+    session_factory: SessionFactory,
+    queue: ArqRedis,
+    fake_llm: FakeLLMServer,
+) -> None:
+    ids = [await make_conversation(session_factory, prompt=f"p{i}") for i in range(3)]
+    for cid in ids:
+        assert await enqueue_generation(queue, cid)
+    await _run_burst(worker_settings)
+    for cid in ids:
+        assert (await load(session_factory, cid)).status == ConversationStatus.COMPLETED
+    assert fake_llm.stats().generation_calls == 3
+
+
+async def _put_raw_job(queue: ArqRedis, job_id: str, raw: bytes, queue_name: str) -> None:
+    await queue.set(f"arq:job:{job_id}", raw)
+    # arq reads a zero score as "already finished": score it like a real job, in ms.
+    await queue.zadd(queue_name, {job_id: time.time() * 1000})
+
+
+async def test_malformed_jobs_are_dropped_and_the_worker_goes_on(
+    worker_settings: Settings,
+    session_factory: SessionFactory,
+    queue: ArqRedis,
+    fake_llm: FakeLLMServer,
+) -> None:
+    name = worker_settings.QUEUE_NAME
+    # A pickle payload is not even parsed, let alone run.
+    await _put_raw_job(queue, "pickled", b"\x80\x04\x95\x10\x00cos\nsystem\n", name)
+    bad_args = {"t": 1, "f": GENERATE_CONVERSATION, "a": ["not-a-uuid"], "k": {}, "et": 0}
+    await _put_raw_job(queue, "bad-args", serialize_job(bad_args), name)
+    cid = await make_conversation(session_factory)
+    await enqueue_generation(queue, cid)
+    await _run_burst(worker_settings)
+    assert (await load(session_factory, cid)).status == ConversationStatus.COMPLETED
+    assert fake_llm.stats().generation_calls == 1
+    assert await queue.zcard(name) == 0
+
+
+async def test_a_job_for_an_unknown_conversation_is_a_no_op(
+    worker_settings: Settings,
+    queue: ArqRedis,
+    fake_llm: FakeLLMServer,
+    session_factory: SessionFactory,
+) -> None:
+    await enqueue_generation(queue, uuid.uuid4())
+    await _run_burst(worker_settings)
+    assert fake_llm.stats().generation_calls == 0
+    assert await queue.zcard(worker_settings.QUEUE_NAME) == 0

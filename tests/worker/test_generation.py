@@ -1,0 +1,226 @@
+"""One attempt, end to end inside the process: real PostgreSQL, real HTTP to the stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from arq import Retry
+
+from shared.db import SessionFactory, unit_of_work
+from shared.models import ConversationStatus
+from shared.repositories.conversations import ConversationRepository
+from shared.services.conversations import cancel_conversation
+from tests.factories import load, make_conversation, set_columns
+from tests.support.fake_llm import FakeLLMServer
+from worker.context import WorkerResources
+from worker.generation import JobResult, run_generation
+
+
+async def test_success_writes_answer_tokens_and_timings(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    cid = await make_conversation(
+        session_factory, prompt="hello there", system_instruction="be brief", context="facts"
+    )
+    assert await run_generation(res, cid) is JobResult.COMPLETED
+    row = await load(session_factory, cid)
+    assert row.status == ConversationStatus.COMPLETED
+    assert row.response == "echo: hello there"
+    assert row.input_tokens is not None and row.input_tokens > 0
+    assert row.output_tokens == 3
+    assert row.total_tokens == row.input_tokens + row.output_tokens
+    assert row.latency_ms is not None and row.latency_ms > 0
+    assert row.queue_wait_ms is not None and row.queue_wait_ms >= 0
+    assert row.attempts == 1
+    assert row.prompt_version == "v1"
+    assert row.finish_reason == "stop"
+    assert row.started_at is not None and row.completed_at is not None
+    assert row.lease_expires_at is None
+    assert row.error_code is None
+    body = fake_llm.stats().last_body
+    assert body is not None
+    system, user = body["messages"]
+    assert system["role"] == "system"
+    assert system["content"].index("helpful") < system["content"].index("be brief")
+    assert system["content"].index("be brief") < system["content"].index("Context:\nfacts")
+    assert user == {"role": "user", "content": "hello there"}
+
+
+async def test_model_bounds_cap_the_request(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    cid = await make_conversation(
+        session_factory,
+        max_tokens=100,
+        top_p=0.5,
+        model_options={"max_tokens_cap": 8, "default_temperature": 0.3},
+    )
+    await run_generation(res, cid)
+    body = fake_llm.stats().last_body
+    assert body is not None
+    assert body["options"] == {"num_predict": 8, "temperature": 0.3, "top_p": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(404, "llm_model_not_found"), (400, "llm_bad_request")],
+)
+async def test_permanent_errors_fail_at_once(
+    res: WorkerResources,
+    session_factory: SessionFactory,
+    fake_llm: FakeLLMServer,
+    status: int,
+    code: str,
+) -> None:
+    fake_llm.configure(mode="status", status=status)
+    cid = await make_conversation(session_factory)
+    assert await run_generation(res, cid) is JobResult.FAILED
+    row = await load(session_factory, cid)
+    assert row.status == ConversationStatus.FAILED
+    assert row.error_code == code
+    assert row.error_message
+    assert row.attempts == 1
+    assert fake_llm.stats().generation_calls == 1
+
+
+async def test_garbage_is_a_bad_response(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.configure(mode="garbage")
+    cid = await make_conversation(session_factory)
+    assert await run_generation(res, cid) is JobResult.FAILED
+    assert (await load(session_factory, cid)).error_code == "llm_bad_response"
+
+
+async def test_transient_error_schedules_a_retry_then_succeeds(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.configure(mode="fail_n_then_ok", fail_n=1, status=503)
+    cid = await make_conversation(session_factory)
+    with pytest.raises(Retry):
+        await run_generation(res, cid)
+    row = await load(session_factory, cid)
+    assert row.status == ConversationStatus.PENDING
+    assert row.error_code == "llm_unavailable"
+    assert row.next_attempt_at is not None
+    assert row.lease_expires_at is None
+    assert await run_generation(res, cid) is JobResult.COMPLETED
+    row = await load(session_factory, cid)
+    assert row.attempts == 2
+    assert row.error_code is None
+    assert fake_llm.stats().generation_calls == 2
+
+
+async def test_transient_errors_fail_after_the_last_attempt(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.configure(mode="status", status=500)
+    cid = await make_conversation(session_factory)
+    for _ in range(res.settings.WORKER_MAX_ATTEMPTS - 1):
+        with pytest.raises(Retry):
+            await run_generation(res, cid)
+    assert await run_generation(res, cid) is JobResult.FAILED
+    row = await load(session_factory, cid)
+    assert row.status == ConversationStatus.FAILED
+    assert row.error_code == "llm_unavailable"
+    assert row.attempts == res.settings.WORKER_MAX_ATTEMPTS
+
+
+async def test_a_call_slower_than_the_timeout_is_retried(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.configure(mode="slow", delay_seconds=3)
+    cid = await make_conversation(session_factory)
+    with pytest.raises(Retry):
+        await run_generation(res, cid)
+    row = await load(session_factory, cid)
+    assert row.error_code == "llm_unavailable"
+    assert row.status == ConversationStatus.PENDING
+
+
+async def test_a_finished_conversation_is_not_generated_again(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    cid = await make_conversation(session_factory)
+    assert await run_generation(res, cid) is JobResult.COMPLETED
+    assert await run_generation(res, cid) is JobResult.SKIPPED
+    assert fake_llm.stats().generation_calls == 1
+
+
+async def test_a_row_leased_elsewhere_is_deferred_not_generated(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    cid = await make_conversation(session_factory)
+    async with unit_of_work(session_factory) as session:
+        assert await ConversationRepository(session).claim(cid, lease_seconds=30) is not None
+    with pytest.raises(Retry) as deferred:
+        await run_generation(res, cid)
+    assert deferred.value.defer_score is not None
+    assert 25_000 < deferred.value.defer_score <= 32_000
+    assert fake_llm.stats().generation_calls == 0
+
+
+async def test_concurrent_duplicate_delivery_generates_once(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.configure(delay_seconds=0.2)
+    cid = await make_conversation(session_factory)
+    outcomes = await asyncio.gather(
+        run_generation(res, cid), run_generation(res, cid), return_exceptions=True
+    )
+    assert sorted(type(o).__name__ for o in outcomes) == ["JobResult", "Retry"]
+    assert JobResult.COMPLETED in outcomes
+    assert fake_llm.stats().generation_calls == 1
+
+
+async def test_a_cancelled_conversation_keeps_no_late_answer(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.configure(delay_seconds=0.5)
+    cid = await make_conversation(session_factory)
+    task = asyncio.create_task(run_generation(res, cid))
+    await asyncio.sleep(0.2)
+    async with unit_of_work(session_factory) as session:
+        await cancel_conversation(session, conversation_id=cid)
+    assert await task is JobResult.LEASE_LOST
+    row = await load(session_factory, cid)
+    assert row.status == ConversationStatus.CANCELLED
+    assert row.response is None
+
+
+async def test_unknown_provider_fails_with_a_reason(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    cid = await make_conversation(session_factory, provider="acme")
+    assert await run_generation(res, cid) is JobResult.FAILED
+    row = await load(session_factory, cid)
+    assert row.error_code == "provider_unsupported"
+    assert fake_llm.stats().generation_calls == 0
+
+
+async def test_attempts_beyond_the_limit_fail_without_a_call(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    cid = await make_conversation(session_factory)
+    await set_columns(session_factory, cid, attempts=res.settings.WORKER_MAX_ATTEMPTS)
+    assert await run_generation(res, cid) is JobResult.FAILED
+    row = await load(session_factory, cid)
+    assert row.error_code == "max_attempts_exceeded"
+    assert fake_llm.stats().generation_calls == 0
+
+
+async def test_shutdown_mid_call_hands_the_row_back_without_spending_an_attempt(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.configure(delay_seconds=0.5)
+    cid = await make_conversation(session_factory)
+    task = asyncio.create_task(run_generation(res, cid))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    row = await load(session_factory, cid)
+    assert row.status == ConversationStatus.PENDING
+    assert row.attempts == 0
+    assert row.lease_expires_at is None
