@@ -27,15 +27,19 @@ async def test_success_writes_answer_tokens_and_timings(
     row = await load(session_factory, cid)
     assert row.status == ConversationStatus.COMPLETED
     assert row.response == "echo: hello there"
-    assert row.input_tokens is not None and row.input_tokens > 0
+    assert row.input_tokens is not None
+    assert row.input_tokens > 0
     assert row.output_tokens == 3
     assert row.total_tokens == row.input_tokens + row.output_tokens
-    assert row.latency_ms is not None and row.latency_ms > 0
-    assert row.queue_wait_ms is not None and row.queue_wait_ms >= 0
+    assert row.latency_ms is not None
+    assert row.latency_ms > 0
+    assert row.queue_wait_ms is not None
+    assert row.queue_wait_ms >= 0
     assert row.attempts == 1
     assert row.prompt_version == "v1"
     assert row.finish_reason == "stop"
-    assert row.started_at is not None and row.completed_at is not None
+    assert row.started_at is not None
+    assert row.completed_at is not None
     assert row.lease_expires_at is None
     assert row.error_code is None
     body = fake_llm.stats().last_body
