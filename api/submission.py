@@ -4,30 +4,50 @@ from __future__ import annotations
 
 from arq.connections import ArqRedis
 from loguru import logger
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.jobs import GENERATE_CONVERSATION, generation_job_id
 from shared.models import Conversation
 from shared.queue import enqueue_generation
+from shared.telemetry import inject_trace_context
+
+_tracer = trace.get_tracer("ai_eng_api.api")
 
 
 async def enqueue_after_commit(
-    session: AsyncSession,
-    queue: ArqRedis,
-    conversation: Conversation,
-    *,
-    trace_context: dict[str, str] | None = None,
-) -> None:
+    session: AsyncSession, queue: ArqRedis, conversation: Conversation
+) -> bool:
     """Commit first, then enqueue: a worker must find the row its job names.
 
     When Redis cannot take the job the row is still committed as `pending`, and the
-    worker's sweeper queues it later, so the client's 202 stays true.
+    worker's sweeper queues it later, so the client's 202 stays true. Returns whether
+    the job reached Redis.
     """
     await session.commit()
     log = logger.bind(conversation_id=str(conversation.id))
-    try:
-        queued = await enqueue_generation(queue, conversation.id, trace_context=trace_context)
-    except (RedisError, OSError, TimeoutError) as exc:
-        log.warning("enqueue_failed", error=type(exc).__name__)
-        return
+    with _tracer.start_as_current_span(
+        f"{GENERATE_CONVERSATION} publish",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "arq",
+            "messaging.operation.type": "publish",
+            "messaging.destination.name": queue.default_queue_name,
+            "messaging.message.id": generation_job_id(conversation.id),
+            "conversation.id": str(conversation.id),
+        },
+    ) as span:
+        try:
+            # Injected inside the producer span: the job's span becomes its child.
+            queued = await enqueue_generation(
+                queue, conversation.id, trace_context=inject_trace_context()
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            span.set_status(Status(StatusCode.ERROR, "enqueue failed"))
+            span.set_attribute("error.type", type(exc).__name__)
+            log.warning("enqueue_failed", error=type(exc).__name__)
+            return False
     log.info("conversation_enqueued" if queued else "conversation_already_queued")
+    return True

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     WORKER_HEALTH_CHECK_INTERVAL_SECONDS: Annotated[int, Field(ge=1)] = 10
     WORKER_SWEEP_INTERVAL_SECONDS: Annotated[int, Field(ge=1, le=60)] = 15
     WORKER_SWEEP_PENDING_GRACE_SECONDS: PositiveFloat = 30.0
+    WORKER_METRICS_HOST: str = "0.0.0.0"  # noqa: S104 - scraped from other hosts
     WORKER_METRICS_PORT: Annotated[int, Field(ge=0, le=65535)] = 9100
 
     OPENAI_BASE_URL: AnyHttpUrl | None = None

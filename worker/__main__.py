@@ -10,8 +10,14 @@ from arq.worker import Worker
 from loguru import logger
 from redis.exceptions import RedisError
 
+from shared.logging import configure_logging
+from shared.metrics import create_metrics
 from shared.queue import create_queue_pool
 from shared.settings import Settings, SettingsError, load_settings
+from shared.telemetry import instrument_redis, setup_telemetry
+from worker.context import PROCESS_NAME
+from worker.metrics_server import MetricsServer, start_metrics_server
+from worker.observability import Observability
 from worker.settings import build_worker
 
 MAX_RESTART_DELAY = 30.0
@@ -24,27 +30,49 @@ async def _close_quietly(worker: Worker) -> None:
         logger.warning("worker_close_incomplete", error=type(exc).__name__)
 
 
+async def _start_metrics(settings: Settings, obs: Observability) -> MetricsServer | None:
+    try:
+        server = await start_metrics_server(
+            obs.metrics.registry, settings.WORKER_METRICS_HOST, settings.WORKER_METRICS_PORT
+        )
+    except OSError as exc:
+        # Two workers on one host cannot share a port; the second still does its real job.
+        logger.warning("metrics_server_unavailable", error=str(exc))
+        return None
+    logger.info("metrics_server_started", host=server.host, port=server.port)
+    return server
+
+
 async def serve(settings: Settings) -> None:
     """Run the arq worker, starting it again whenever it loses Redis, until a stop signal."""
+    telemetry = setup_telemetry(settings, process_name=PROCESS_NAME)
+    instrument_redis(telemetry.tracer_provider)
+    obs = Observability(telemetry=telemetry, metrics=create_metrics())
+    metrics_server = await _start_metrics(settings, obs)
     delay = 1.0
     stopping = asyncio.Event()
-    while True:
-        worker = build_worker(settings)
-        worker.on_stop = lambda _sig: stopping.set()
-        try:
-            await worker.async_run()
-        except asyncio.CancelledError:
-            if not stopping.is_set():
-                raise
-        except (RedisError, OSError) as exc:
-            logger.error("worker_lost_redis", error=type(exc).__name__, restart_in=delay)
-        finally:
-            await _close_quietly(worker)
-        if stopping.is_set():
-            logger.info("worker_stopped")
-            return
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, MAX_RESTART_DELAY)
+    try:
+        while True:
+            worker = build_worker(settings, obs)
+            worker.on_stop = lambda _sig: stopping.set()
+            try:
+                await worker.async_run()
+            except asyncio.CancelledError:
+                if not stopping.is_set():
+                    raise
+            except (RedisError, OSError) as exc:
+                logger.error("worker_lost_redis", error=type(exc).__name__, restart_in=delay)
+            finally:
+                await _close_quietly(worker)
+            if stopping.is_set():
+                logger.info("worker_stopped")
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RESTART_DELAY)
+    finally:
+        if metrics_server is not None:
+            await metrics_server.stop()
+        telemetry.shutdown()
 
 
 async def heartbeat_alive(settings: Settings) -> bool:
@@ -69,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         return 0 if asyncio.run(heartbeat_alive(settings)) else 1
+    configure_logging(settings, process_name=PROCESS_NAME)
     asyncio.run(serve(settings))
     return 0
 

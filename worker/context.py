@@ -15,6 +15,8 @@ from shared.llm.base import LLMClient, LLMError
 from shared.llm.ollama import OllamaClient, check_ollama_ready
 from shared.llm.registry import create_http_client, make_llm_clients
 from shared.settings import Settings
+from shared.telemetry import instrument_httpx, instrument_sqlalchemy
+from worker.observability import Observability
 
 PROCESS_NAME = "worker"
 RESOURCES_KEY = "resources"
@@ -27,6 +29,7 @@ class WorkerResources:
     session_factory: SessionFactory
     http: httpx.AsyncClient
     llm_clients: Mapping[str, LLMClient]
+    obs: Observability
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -38,15 +41,19 @@ def resources(ctx: Mapping[str, Any]) -> WorkerResources:
     return cast(WorkerResources, ctx[RESOURCES_KEY])
 
 
-async def open_resources(settings: Settings) -> WorkerResources:
+async def open_resources(settings: Settings, obs: Observability) -> WorkerResources:
     engine = create_engine(settings, process_name=PROCESS_NAME)
-    http = create_http_client(settings)
+    http = create_http_client(settings, process_name=PROCESS_NAME)
+    tracer_provider = obs.telemetry.tracer_provider
+    instrument_sqlalchemy(engine, tracer_provider)
+    instrument_httpx(http, tracer_provider)
     return WorkerResources(
         settings=settings,
         engine=engine,
         session_factory=create_session_factory(engine),
         http=http,
         llm_clients=make_llm_clients(settings, http),
+        obs=obs,
     )
 
 

@@ -21,6 +21,7 @@ from shared.models import Conversation, ConversationStatus, ModelVersion
 from shared.repositories.conversations import ConversationRepository, Outcome
 from worker.backoff import retry_delay
 from worker.context import WorkerResources
+from worker.observability import llm_span, record_llm_error, record_llm_result
 from worker.persistence import write_outcome
 
 
@@ -118,14 +119,22 @@ async def _generate(res: WorkerResources, claimed: _Claimed) -> GenerationResult
             f"no worker client for provider '{claimed.model_version.provider}'",
         )
     request = _request(claimed)
-    try:
-        # httpx bounds each read; this bounds the whole call, however the server drips.
-        async with asyncio.timeout(res.settings.OLLAMA_TIMEOUT_SECONDS):
-            return await client.generate(request)
-    except TimeoutError:
-        raise LLMUnavailableError(
-            f"no answer within {res.settings.OLLAMA_TIMEOUT_SECONDS:g}s"
-        ) from None
+    with llm_span(res.obs, client.provider, request) as span:
+        try:
+            # httpx bounds each read; this bounds the whole call, however the server drips.
+            async with asyncio.timeout(res.settings.OLLAMA_TIMEOUT_SECONDS):
+                result = await client.generate(request)
+        except TimeoutError:
+            error = LLMUnavailableError(
+                f"no answer within {res.settings.OLLAMA_TIMEOUT_SECONDS:g}s"
+            )
+            record_llm_error(span, error)
+            raise error from None
+        except LLMError as exc:
+            record_llm_error(span, exc)
+            raise
+        record_llm_result(res.obs, span, client.provider, result)
+        return result
 
 
 class _PermanentError(Exception):
@@ -140,14 +149,24 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
     claimed = await _claim(res, conversation_id)
     if claimed is None:
         return JobResult.SKIPPED
-    settings, attempt = res.settings, claimed.attempt
+    settings, attempt, metrics = res.settings, claimed.attempt, res.obs.metrics
     log = logger.bind(attempt=attempt)
+    if attempt == 1 and claimed.conversation.queue_wait_ms is not None:
+        metrics.queue_wait_seconds.observe(claimed.conversation.queue_wait_ms / 1000)
 
     async def finish(outcome: Outcome) -> bool:
         kept = await write_outcome(res, conversation_id, attempt=attempt, outcome=outcome)
         if not kept:
             log.warning("result_discarded", reason="lease_lost_or_cancelled")
-        return kept
+            return False
+        code = outcome.values.get("error_code")
+        if outcome.status is ConversationStatus.COMPLETED:
+            metrics.conversations_completed_total.labels(claimed.model_version.model_name).inc()
+        elif outcome.status is ConversationStatus.FAILED:
+            metrics.conversations_failed_total.labels(code).inc()
+        elif code:
+            metrics.job_retries_total.labels(code).inc()
+        return True
 
     if attempt > settings.WORKER_MAX_ATTEMPTS:
         await finish(_failed("max_attempts_exceeded", f"gave up after {attempt - 1} attempts"))

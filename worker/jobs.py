@@ -9,8 +9,10 @@ from loguru import logger
 from pydantic import ValidationError
 
 from shared.jobs import GenerationJob
+from shared.logging import bind_context
 from worker.context import resources
 from worker.generation import JobResult, run_generation
+from worker.observability import job_span
 from worker.persistence import is_connection_error
 
 DATABASE_RETRY_SECONDS = 2.0
@@ -30,9 +32,22 @@ async def generate_conversation(
     except ValidationError as exc:
         logger.error("job_payload_invalid", job_id=job_id, errors=exc.error_count())
         return "rejected"
-    with logger.contextualize(conversation_id=str(job.conversation_id), job_id=job_id):
+    res = resources(ctx)
+    conversation_id = str(job.conversation_id)
+    with (
+        bind_context(conversation_id=conversation_id, job_id=job_id),
+        job_span(
+            res.obs,
+            trace_context=job.trace_context,
+            queue_name=res.settings.QUEUE_NAME,
+            job_id=job_id,
+            conversation_id=conversation_id,
+        ) as span,
+        res.obs.metrics.job_duration_seconds.time(),
+    ):
         try:
-            result = await run_generation(resources(ctx), job.conversation_id)
+            result = await run_generation(res, job.conversation_id)
+            span.set_attribute("job.result", result.value)
         except Retry:
             raise
         except Exception as exc:

@@ -13,6 +13,7 @@ from shared.queue import create_queue_pool
 from shared.settings import Settings
 from worker.context import RESOURCES_KEY, check_llm, open_resources, resources
 from worker.jobs import generate_conversation
+from worker.observability import Observability
 from worker.sweeper import sweep_job
 
 # Attempts are counted in PostgreSQL (WORKER_MAX_ATTEMPTS); arq's own count only has to stay
@@ -20,11 +21,11 @@ from worker.sweeper import sweep_job
 ARQ_MAX_TRIES = 10_000
 
 
-def build_worker(settings: Settings, **overrides: Any) -> Worker:
+def build_worker(settings: Settings, obs: Observability, **overrides: Any) -> Worker:
     """A ready-to-run arq Worker; `overrides` exist for tests (e.g. burst=True)."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx[RESOURCES_KEY] = await open_resources(settings)
+        ctx[RESOURCES_KEY] = await open_resources(settings, obs)
         await check_llm(resources(ctx))
         logger.info("worker_ready", queue=settings.QUEUE_NAME, max_jobs=settings.WORKER_MAX_JOBS)
 

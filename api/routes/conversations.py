@@ -4,7 +4,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
-from loguru import logger
 
 from api.deps import PageDep, QueueDep, SessionDep
 from api.errors import error_responses
@@ -17,6 +16,7 @@ from shared.schemas.conversations import (
     ConversationUpdate,
 )
 from shared.services import conversations as service
+from shared.telemetry import current_trace_id
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -47,15 +47,18 @@ async def create_conversation(
         session,
         data=data,
         supported_providers=request.app.state.supported_providers,
+        trace_id=current_trace_id(),
     )
     response.headers["Location"] = str(
         request.url_for("get_conversation", conversation_id=conversation.id)
     )
+    metrics = request.app.state.metrics
     if conversation.status == ConversationStatus.COMPLETED:
         response.status_code = status.HTTP_201_CREATED
+        metrics.conversations_submitted_total.labels("stored").inc()
         return ConversationRead.model_validate(conversation)
-    logger.bind(conversation_id=str(conversation.id)).info("conversation_submitted")
     await enqueue_after_commit(session, queue, conversation)
+    metrics.conversations_submitted_total.labels("queued").inc()
     return ConversationRead.model_validate(conversation)
 
 

@@ -3,12 +3,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import AnyHttpUrl
 
 from shared.db import SessionFactory
+from shared.metrics import create_metrics
 from shared.settings import Settings
+from shared.telemetry import setup_telemetry
 from tests.support.fake_llm import FakeLLMServer
 from worker.context import WorkerResources, open_resources
+from worker.observability import Observability
+
+SPANS = InMemorySpanExporter()
 
 
 @pytest.fixture(scope="session")
@@ -40,11 +46,28 @@ def worker_settings(settings: Settings, fake_llm_server: FakeLLMServer) -> Setti
     )
 
 
+@pytest.fixture(scope="session")
+def observability() -> Observability:
+    telemetry = setup_telemetry(
+        Settings(_env_file=None),  # type: ignore[call-arg]
+        process_name="worker",
+        span_exporter=SPANS,
+        set_global=False,
+    )
+    return Observability(telemetry=telemetry, metrics=create_metrics(process_metrics=False))
+
+
+@pytest.fixture
+def spans(observability: Observability) -> InMemorySpanExporter:
+    SPANS.clear()
+    return SPANS
+
+
 @pytest.fixture
 async def res(
-    worker_settings: Settings, session_factory: SessionFactory
+    worker_settings: Settings, session_factory: SessionFactory, observability: Observability
 ) -> AsyncIterator[WorkerResources]:
-    resources = await open_resources(worker_settings)
+    resources = await open_resources(worker_settings, observability)
     try:
         yield resources
     finally:

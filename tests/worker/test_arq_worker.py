@@ -16,6 +16,7 @@ from shared.queue import create_queue_pool, enqueue_generation
 from shared.settings import Settings
 from tests.factories import load, make_conversation
 from tests.support.fake_llm import FakeLLMServer
+from worker.observability import Observability
 from worker.settings import build_worker
 
 
@@ -28,8 +29,8 @@ async def queue(worker_settings: Settings) -> AsyncIterator[ArqRedis]:
     await pool.aclose()
 
 
-async def _run_burst(settings: Settings) -> None:
-    worker = build_worker(settings, burst=True, handle_signals=False, poll_delay=0.05)
+async def _run_burst(settings: Settings, obs: Observability) -> None:
+    worker = build_worker(settings, obs, burst=True, handle_signals=False, poll_delay=0.05)
     try:
         await worker.async_run()
     finally:
@@ -41,11 +42,12 @@ async def test_queued_conversations_are_completed(
     session_factory: SessionFactory,
     queue: ArqRedis,
     fake_llm: FakeLLMServer,
+    observability: Observability,
 ) -> None:
     ids = [await make_conversation(session_factory, prompt=f"p{i}") for i in range(3)]
     for cid in ids:
         assert await enqueue_generation(queue, cid)
-    await _run_burst(worker_settings)
+    await _run_burst(worker_settings, observability)
     for cid in ids:
         assert (await load(session_factory, cid)).status == ConversationStatus.COMPLETED
     assert fake_llm.stats().generation_calls == 3
@@ -62,6 +64,7 @@ async def test_malformed_jobs_are_dropped_and_the_worker_goes_on(
     session_factory: SessionFactory,
     queue: ArqRedis,
     fake_llm: FakeLLMServer,
+    observability: Observability,
 ) -> None:
     name = worker_settings.QUEUE_NAME
     # A pickle payload is not even parsed, let alone run.
@@ -70,7 +73,7 @@ async def test_malformed_jobs_are_dropped_and_the_worker_goes_on(
     await _put_raw_job(queue, "bad-args", serialize_job(bad_args), name)
     cid = await make_conversation(session_factory)
     await enqueue_generation(queue, cid)
-    await _run_burst(worker_settings)
+    await _run_burst(worker_settings, observability)
     assert (await load(session_factory, cid)).status == ConversationStatus.COMPLETED
     assert fake_llm.stats().generation_calls == 1
     assert await queue.zcard(name) == 0
@@ -81,8 +84,9 @@ async def test_a_job_for_an_unknown_conversation_is_a_no_op(
     queue: ArqRedis,
     fake_llm: FakeLLMServer,
     session_factory: SessionFactory,
+    observability: Observability,
 ) -> None:
     await enqueue_generation(queue, uuid.uuid4())
-    await _run_burst(worker_settings)
+    await _run_burst(worker_settings, observability)
     assert fake_llm.stats().generation_calls == 0
     assert await queue.zcard(worker_settings.QUEUE_NAME) == 0

@@ -1,0 +1,65 @@
+"""Submitting hands the job to Redis after the commit, and survives Redis being down."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as redis
+
+from api.main import create_app
+from shared.jobs import generation_job_id
+from shared.settings import Settings
+from tests.api.conftest import create_model_version, create_user
+
+
+def _payload(user: dict[str, Any], model_version: dict[str, Any]) -> dict[str, Any]:
+    return {"user_id": user["id"], "model_version_id": model_version["id"], "prompt": "hi"}
+
+
+async def test_a_pending_conversation_is_queued_with_its_trace(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    user: dict[str, Any],
+    model_version: dict[str, Any],
+) -> None:
+    response = await client.post("/conversations", json=_payload(user, model_version))
+    assert response.status_code == 202
+    body = response.json()
+    assert re.fullmatch(r"[0-9a-f]{32}", body["trace_id"])
+    assert response.headers["X-Request-ID"]
+    job_key = f"arq:job:{generation_job_id(uuid.UUID(body['id']))}"
+    store = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        raw = await store.get(job_key)
+        assert raw is not None
+        assert body["trace_id"] in raw.decode()  # the traceparent rides in the job
+        assert await store.zscore(settings.QUEUE_NAME, job_key.removeprefix("arq:job:"))
+    finally:
+        await store.delete(job_key)
+        await store.zrem(settings.QUEUE_NAME, job_key.removeprefix("arq:job:"))
+        await store.aclose()
+
+
+@pytest.fixture
+async def no_redis_client(settings: Settings, clean_db: None) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings.model_copy(update={"REDIS_URL": "redis://127.0.0.1:1/0"}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+async def test_redis_down_still_accepts_and_keeps_the_row(
+    no_redis_client: httpx.AsyncClient,
+) -> None:
+    user = await create_user(no_redis_client)
+    model_version = await create_model_version(no_redis_client)
+    response = await no_redis_client.post("/conversations", json=_payload(user, model_version))
+    assert response.status_code == 202
+    polled = await no_redis_client.get(f"/conversations/{response.json()['id']}")
+    assert polled.json()["status"] == "pending"
