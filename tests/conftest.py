@@ -16,6 +16,7 @@ from api.main import create_app
 from shared.db import SessionFactory, create_engine, create_session_factory
 from shared.settings import Settings
 from tests import database
+from tests.support.fake_llm import FakeLLMServer
 
 RUN_ID = uuid.uuid4().hex[:10]
 
@@ -53,6 +54,19 @@ def settings(database_url: URL, queue_name: str, redis_url: str) -> Settings:
         LOG_FORMAT="HUMAN",
         LOG_LEVEL="WARNING",
     )
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server() -> Iterator[FakeLLMServer]:
+    """The Ollama/OpenAI stand-in: a real HTTP server on loopback, shared by the run."""
+    with FakeLLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server: FakeLLMServer) -> FakeLLMServer:
+    fake_llm_server.reset()
+    return fake_llm_server
 
 
 @pytest.fixture
