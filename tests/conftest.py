@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+import redis
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,8 +40,23 @@ def queue_name() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+def redis_url(queue_name: str) -> Iterator[str]:
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    yield url
+    _drop_run_keys(url, queue_name)
+
+
+def _drop_run_keys(url: str, queue_name: str) -> None:
+    """Leave the shared Redis as it was: this run's queues and the jobs still in them."""
+    client = redis.Redis.from_url(url)
+    try:
+        for queue in client.scan_iter(match=f"{queue_name}*"):
+            if client.type(queue) == b"zset":
+                for job_id in client.zrange(queue, 0, -1):
+                    client.delete(b"arq:job:" + job_id, b"arq:retry:" + job_id)
+            client.delete(queue)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -125,6 +125,7 @@ async def cancel_conversation(conversation_id: uuid.UUID, session: SessionDep) -
 @router.delete(
     "/{conversation_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
     responses=error_responses(404, 422, 503),
 )
 async def delete_conversation(conversation_id: uuid.UUID, session: SessionDep) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -8,6 +9,7 @@ from loguru import logger
 from sqlalchemy import text
 
 from api.errors import error_responses
+from api.queue_status import sample_queue
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -61,11 +63,18 @@ async def database(request: Request) -> Any:
 
 @router.get("/ready", responses=error_responses(503))
 async def ready(request: Request) -> Any:
-    """Ready for traffic: the database and Redis both answer."""
+    """Ready for traffic: the database and Redis both answer.
+
+    `queue` tells how the work is doing (jobs waiting, whether any worker heartbeat is fresh,
+    the oldest pending conversation); it informs, it does not make the API unready, since
+    the API accepts work with no worker running.
+    """
     checks = {
         "database": "ok" if await _database_ok(request) else "unreachable",
         "redis": "ok" if await _redis_ok(request) else "unreachable",
     }
-    if all(value == "ok" for value in checks.values()):
-        return {"status": "ok", "checks": checks}
-    return _unavailable(checks)
+    if not all(value == "ok" for value in checks.values()):
+        return _unavailable(checks)
+    state = request.app.state
+    status = await sample_queue(state.queue, state.session_factory, state.settings.QUEUE_NAME)
+    return {"status": "ok", "checks": checks, "queue": asdict(status)}

@@ -72,6 +72,7 @@ async def update_model_version(
 @router.delete(
     "/{model_version_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
     responses=error_responses(404, 422, 503),
 )
 async def delete_model_version(model_version_id: uuid.UUID, session: SessionDep) -> None:

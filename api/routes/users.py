@@ -56,6 +56,7 @@ async def update_user(user_id: uuid.UUID, data: UserUpdate, session: SessionDep)
 @router.delete(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
     responses=error_responses(404, 422, 503),
 )
 async def delete_user(user_id: uuid.UUID, session: SessionDep) -> None:

@@ -14,6 +14,30 @@ async def test_live_db_and_ready(client: httpx.AsyncClient) -> None:
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+    queue = ready.json()["queue"]
+    assert queue["pending"] == 0
+    assert queue["depth"] >= 0
+    assert queue["oldest_pending_age_seconds"] is None
+
+
+async def test_ready_and_metrics_report_the_pending_work(client: httpx.AsyncClient) -> None:
+    user = (await client.post("/users", json={"email": "q@example.com"})).json()
+    model = (
+        await client.post(
+            "/model-versions", json={"provider": "ollama", "model_name": "m", "version_tag": "v"}
+        )
+    ).json()
+    for _ in range(2):
+        payload = {"user_id": user["id"], "model_version_id": model["id"], "prompt": "p"}
+        assert (await client.post("/conversations", json=payload)).status_code == 202
+    queue = (await client.get("/health/ready")).json()["queue"]
+    assert queue["pending"] == 2
+    assert queue["oldest_pending_age_seconds"] >= 0
+    assert queue["depth"] >= 2
+    metrics = (await client.get("/metrics")).text
+    assert "oldest_pending_age_seconds " in metrics
+    assert 'conversations_submitted_total{mode="queued"} 2.0' in metrics
+    assert 'http_requests_total{method="POST",route="/conversations",status="202"} 2.0' in metrics
 
 
 @pytest.mark.usefixtures("clean_db")
