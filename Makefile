@@ -40,10 +40,7 @@ alembic_migrate: install ## Generate a migration: make alembic_migrate msg="desc
 	$(BIN)/python -m alembic revision --autogenerate -m "$(msg)"
 
 run: prestart ## Run the service: migrations, then the API and one worker (Ctrl-C stops both)
-	@trap 'kill 0' EXIT INT TERM; \
-	$(BIN)/python -m worker & \
-	$(BIN)/python -m uvicorn --factory api.main:create_app --host $(API_HOST) --port $(API_PORT) --no-access-log & \
-	wait -n
+	API_HOST=$(API_HOST) API_PORT=$(API_PORT) BIN=$(BIN) scripts/run_local.sh
 
 run_api: prestart ## Run the API alone
 	$(BIN)/python -m uvicorn --factory api.main:create_app --host $(API_HOST) --port $(API_PORT) --no-access-log
