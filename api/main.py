@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from loguru import logger
 
-from api.errors import register_error_handlers
+from api.errors import error_responses, register_error_handlers
 from api.middleware.metrics import MetricsMiddleware
 from api.middleware.request_id import RequestIdMiddleware
 from api.routes import conversations, health, metrics, model_versions, users
@@ -66,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.OPENAPI_ENABLED and settings.SWAGGER_UI_ENABLED
         else None,
         redoc_url=None,
+        # Any route can fail unexpectedly; the body then is the same error contract.
+        responses=error_responses(500),
     )
     app.state.metrics = create_metrics()
     register_error_handlers(app)

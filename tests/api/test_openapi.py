@@ -20,6 +20,7 @@ def test_every_route_declares_its_error_statuses(app: FastAPI) -> None:
             continue
         for method, operation in operations.items():
             statuses = set(operation["responses"])
+            assert "500" in statuses, (method, path)
             assert "422" in statuses, (method, path)
             assert "503" in statuses, (method, path)
             if "{" in path:
