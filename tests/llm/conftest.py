@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from shared.llm.ollama import OllamaClient
 from tests.support.fake_llm import FakeLLMServer
-
-
-@pytest.fixture(scope="session")
-def fake_llm_server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as server:
-        yield server
 
 
 @pytest.fixture
