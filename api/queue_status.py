@@ -11,13 +11,14 @@ from redis.exceptions import RedisError
 
 from shared.db import SessionFactory
 from shared.metrics import Metrics
+from shared.queue import live_workers
 from shared.repositories.conversations import ConversationRepository
 
 
 @dataclass(frozen=True, slots=True)
 class QueueStatus:
     depth: int | None
-    workers_alive: bool | None
+    workers_alive: int | None
     pending: int | None
     oldest_pending_age_seconds: float | None
 
@@ -30,10 +31,10 @@ async def sample_queue(
     Each part is None when its store cannot be reached: a probe must not fail on it.
     """
     depth: int | None = None
-    alive: bool | None = None
+    alive: int | None = None
     with suppress(RedisError, OSError):
         depth = int(await queue.zcard(queue_name))
-        alive = bool(await queue.exists(f"{queue_name}:health-check"))
+        alive = await live_workers(queue, queue_name)
     pending: int | None = None
     age: float | None = None
     try:
@@ -50,6 +51,6 @@ def publish(status: QueueStatus, metrics: Metrics) -> None:
     if status.depth is not None:
         metrics.queue_depth.set(status.depth)
     if status.workers_alive is not None:
-        metrics.workers_alive.set(1 if status.workers_alive else 0)
+        metrics.workers_alive.set(status.workers_alive)
     if status.pending is not None:
         metrics.oldest_pending_age_seconds.set(status.oldest_pending_age_seconds or 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import ConnectionPool
 
 from shared.jobs import (
@@ -34,6 +35,17 @@ def create_queue_pool(settings: Settings) -> ArqRedis:
     )
 
 
+def heartbeat_key(queue_name: str, host: str, pid: int) -> str:
+    """Where one worker process publishes its arq health check (its heartbeat)."""
+    return f"{queue_name}:health-check:{host}:{pid}"
+
+
+async def live_workers(pool: ArqRedis, queue_name: str, *, host: str | None = None) -> int:
+    """Worker processes whose heartbeat has not expired, optionally on one host only."""
+    pattern = f"{queue_name}:health-check:{host or '*'}:*"
+    return len([key async for key in pool.scan_iter(match=pattern, count=500)])
+
+
 async def enqueue_generation(
     pool: ArqRedis,
     conversation_id: uuid.UUID,
@@ -51,3 +63,15 @@ async def enqueue_generation(
         _defer_by=defer_seconds,
     )
     return queued is not None
+
+
+async def release_job(pool: ArqRedis, conversation_id: uuid.UUID) -> None:
+    """Let the conversation's job run again now, though a dead worker had started it.
+
+    arq marks a started job "in progress" for the longest function timeout + 10 s and runs
+    nobody else's copy meanwhile, so the job of a SIGKILLed worker would sit idle long after
+    its lease ran out. Call this only when the lease has expired: the job timeout is shorter
+    than the lease, so no live attempt still owns the marker (and the claim in PostgreSQL
+    would refuse a second one anyway).
+    """
+    await pool.delete(in_progress_key_prefix + generation_job_id(conversation_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 
 from arq.worker import Worker
@@ -12,7 +13,7 @@ from redis.exceptions import RedisError
 
 from shared.logging import configure_logging
 from shared.metrics import create_metrics
-from shared.queue import create_queue_pool
+from shared.queue import create_queue_pool, live_workers
 from shared.settings import Settings, SettingsError, load_settings
 from shared.telemetry import instrument_redis, setup_telemetry
 from worker.context import PROCESS_NAME
@@ -76,10 +77,10 @@ async def serve(settings: Settings) -> None:
 
 
 async def heartbeat_alive(settings: Settings) -> bool:
-    """True when some worker on this queue refreshed its heartbeat recently."""
+    """True when a worker on this host (this container) refreshed its heartbeat recently."""
     pool = create_queue_pool(settings)
     try:
-        return bool(await pool.exists(f"{settings.QUEUE_NAME}:health-check"))
+        return await live_workers(pool, settings.QUEUE_NAME, host=socket.gethostname()) > 0
     except (RedisError, OSError):
         return False
     finally:

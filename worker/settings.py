@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from arq import cron
@@ -9,7 +11,7 @@ from arq.worker import Worker, func
 from loguru import logger
 
 from shared.jobs import GENERATE_CONVERSATION, deserialize_job, serialize_job
-from shared.queue import create_queue_pool
+from shared.queue import create_queue_pool, heartbeat_key
 from shared.settings import Settings
 from worker.context import RESOURCES_KEY, check_llm, open_resources, resources
 from worker.jobs import generate_conversation
@@ -57,6 +59,8 @@ def build_worker(settings: Settings, obs: Observability, **overrides: Any) -> Wo
         # No results in Redis: a finished job id must be free for the sweeper to reuse.
         "keep_result": 0,
         "health_check_interval": settings.WORKER_HEALTH_CHECK_INTERVAL_SECONDS,
+        # One heartbeat per process, so replicas can be counted and checked one by one.
+        "health_check_key": heartbeat_key(settings.QUEUE_NAME, socket.gethostname(), os.getpid()),
         "job_completion_wait": settings.WORKER_SHUTDOWN_GRACE_SECONDS,
         "job_serializer": serialize_job,
         "job_deserializer": deserialize_job,

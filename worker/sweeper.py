@@ -16,7 +16,7 @@ from loguru import logger
 from redis.exceptions import RedisError
 
 from shared.db import unit_of_work
-from shared.queue import enqueue_generation
+from shared.queue import enqueue_generation, release_job
 from shared.repositories.conversations import ConversationRepository
 from worker.context import WorkerResources, resources
 
@@ -48,6 +48,9 @@ async def sweep(res: WorkerResources, queue: ArqRedis) -> SweepReport:
         due = await ConversationRepository(session).due_pending_ids(
             older_than_seconds=settings.WORKER_SWEEP_PENDING_GRACE_SECONDS, limit=SWEEP_BATCH
         )
+    for conversation_id in reclaimed:
+        # Its job is still in Redis but held by the dead worker's in-progress marker.
+        await release_job(queue, conversation_id)
     # Reclaimed rows are due at once; the others had their grace period to show up.
     requeued = await _enqueue_all(queue, list(dict.fromkeys([*reclaimed, *due])))
     report = SweepReport(reclaimed=len(reclaimed), requeued=requeued)

@@ -109,12 +109,12 @@ def start_worker(env: Mapping[str, str], log_dir: Path, *, wait: bool = True) ->
     process = _spawn("worker", ["-m", "worker"], env, log_dir)
     if wait:
         client = redis.Redis.from_url(env["REDIS_URL"])
-        key = f"{env['QUEUE_NAME']}:health-check"
+        pattern = f"{env['QUEUE_NAME']}:health-check:*:{process.popen.pid}"
 
         def up() -> bool:
             if not process.alive:
                 raise RuntimeError(f"worker exited:\n{process.log()}")
-            return bool(client.exists(key)) and "worker_ready" in process.log()
+            return any(client.scan_iter(match=pattern)) and "worker_ready" in process.log()
 
         try:
             wait_until(up, timeout=30, what="the worker heartbeat")

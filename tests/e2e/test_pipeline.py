@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from tests.e2e.conftest import Stack
+from tests.e2e.processes import ROOT
 from tests.support.fake_llm import FakeLLMServer
 
 pytestmark = pytest.mark.e2e
@@ -83,3 +88,17 @@ def test_a_stored_answer_is_not_queued(stack: Stack, fake_llm: FakeLLMServer) ->
     assert response.status_code == 201
     assert response.json()["status"] == "completed"
     assert fake_llm.stats().generation_calls == 0
+
+
+def _check(env: dict[str, str]) -> int:
+    full = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "--check"], cwd=ROOT, env=full, timeout=30, check=False
+    ).returncode
+
+
+def test_heartbeats_count_each_worker_and_back_the_container_check(stack: Stack) -> None:
+    queue = stack.client.get("/health/ready").json()["queue"]
+    assert queue["workers_alive"] == len(stack.workers) == 2
+    assert _check(stack.env) == 0
+    assert _check({**stack.env, "QUEUE_NAME": "a-queue-nobody-serves"}) == 1
