@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import socket
 import sys
+from contextlib import suppress
 
 from arq.worker import Worker
 from loguru import logger
@@ -16,7 +17,7 @@ from shared.metrics import create_metrics
 from shared.queue import create_queue_pool, live_workers
 from shared.settings import Settings, SettingsError, load_settings
 from shared.telemetry import instrument_redis, setup_telemetry
-from worker.context import PROCESS_NAME
+from worker.context import PROCESS_NAME, RESOURCES_KEY
 from worker.metrics_server import MetricsServer, start_metrics_server
 from worker.observability import Observability
 from worker.settings import build_worker
@@ -29,6 +30,14 @@ async def _close_quietly(worker: Worker) -> None:
         await worker.close()
     except (RedisError, OSError) as exc:
         logger.warning("worker_close_incomplete", error=type(exc).__name__)
+        # arq gives up at its first failed Redis call, before on_shutdown: close what this
+        # worker opened anyway (once its jobs are done), or every Redis outage would leak a
+        # database pool and an HTTP client.
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        if worker.on_shutdown is not None:
+            await worker.on_shutdown(worker.ctx)
+        with suppress(RedisError, OSError):
+            await worker.pool.connection_pool.disconnect()
 
 
 async def _start_metrics(settings: Settings, obs: Observability) -> MetricsServer | None:
@@ -62,6 +71,9 @@ async def serve(settings: Settings) -> None:
                 if not stopping.is_set():
                     raise
             except (RedisError, OSError) as exc:
+                if RESOURCES_KEY in worker.ctx:
+                    # It had been up: this is a new outage, not the next failed restart.
+                    delay = 1.0
                 logger.error("worker_lost_redis", error=type(exc).__name__, restart_in=delay)
             finally:
                 await _close_quietly(worker)

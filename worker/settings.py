@@ -13,7 +13,13 @@ from loguru import logger
 from shared.jobs import GENERATE_CONVERSATION, deserialize_job, serialize_job
 from shared.queue import create_queue_pool, heartbeat_key
 from shared.settings import Settings
-from worker.context import RESOURCES_KEY, check_llm, open_resources, resources
+from worker.context import (
+    RESOURCES_KEY,
+    WorkerResources,
+    check_llm,
+    open_resources,
+    resources,
+)
 from worker.jobs import generate_conversation
 from worker.observability import Observability
 from worker.sweeper import sweep_job
@@ -32,8 +38,10 @@ def build_worker(settings: Settings, obs: Observability, **overrides: Any) -> Wo
         logger.info("worker_ready", queue=settings.QUEUE_NAME, max_jobs=settings.WORKER_MAX_JOBS)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        if RESOURCES_KEY in ctx:
-            await resources(ctx).close()
+        # Popped, so a second call (after a close that Redis cut short) closes nothing twice.
+        opened = ctx.pop(RESOURCES_KEY, None)
+        if isinstance(opened, WorkerResources):
+            await opened.close()
 
     interval = settings.WORKER_SWEEP_INTERVAL_SECONDS
     options: dict[str, Any] = {
