@@ -89,6 +89,7 @@ class Row:
     attempts: int
     error_code: str | None
     error_message: str | None
+    response: str | None
 
 
 class Database:
@@ -111,11 +112,17 @@ class Database:
 
     def rows(self, ids: list[str]) -> dict[str, Row]:
         records = self._run(
-            "SELECT id::text AS id, prompt, status, attempts, error_code, error_message"
+            "SELECT id::text AS id, prompt, status, attempts, error_code, error_message, response"
             " FROM conversation WHERE id = ANY($1::uuid[])",
             ids,
         )
         return {r["id"]: Row(**dict(r)) for r in records}
+
+    def ids_of_user(self, user_id: str) -> list[str]:
+        records = self._run(
+            "SELECT id::text AS id FROM conversation WHERE user_id = $1::uuid", user_id
+        )
+        return [str(r["id"]) for r in records]
 
     def insert_pending(self, user_id: str, model_id: str, prompt: str) -> str:
         """A committed pending row and no job: what an API that died after its commit leaves."""
