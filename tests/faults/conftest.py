@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -186,6 +187,17 @@ class FaultStack:
         self.workers.append(worker)
         return worker
 
+    def wait_ready(self, workers: list[Process]) -> None:
+        """Wait until each worker finished its start-up (the workers start side by side)."""
+
+        def ready(worker: Process) -> bool:
+            if not worker.alive:
+                raise RuntimeError(f"worker exited:\n{worker.log()}")
+            return "worker_ready" in worker.log()
+
+        for worker in workers:
+            wait_until(lambda w=worker: ready(w), timeout=30, what="a worker to be ready")
+
     def post(self, prompt: str) -> httpx.Response:
         return self.client.post(
             "/conversations",
@@ -239,8 +251,15 @@ class FaultStack:
     def stop(self) -> None:
         with suppress(AttributeError):
             self.client.close()
-        for process in [*self.workers, *([self.api] if self.api else [])]:
-            process.stop()
+        processes = [*self.workers, *([self.api] if self.api else [])]
+        # All told at once, then waited for: they shut down side by side.
+        for process in processes:
+            process.signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
         self.redis.kill()
 
 
@@ -274,9 +293,9 @@ def open_stack(
     full_env = stack_env(own, llm_url, workdir, REDIS_URL=redis_server.url, **env)
     stack = FaultStack(env=full_env, workdir=workdir, redis=redis_server, db=Database(db_url))
     try:
+        starting = [stack.add_worker(wait=False) for _ in range(workers)]
         stack.start_api(**(api_env or {}))
-        for _ in range(workers):
-            stack.add_worker()
+        stack.wait_ready(starting)
         yield stack
     finally:
         stack.stop()
