@@ -42,9 +42,12 @@ def test_an_llm_that_is_down_is_retried_until_it_starts(make_stack: MakeStack) -
         **PATIENT,
     )
     cid = stack.submit("llm not there yet")
-    wait_until(
-        lambda: stack.db.rows([cid])[cid].attempts >= 2, timeout=10, what="two refused attempts"
-    )
+
+    def refused_twice() -> bool:
+        row = stack.db.rows([cid])[cid]
+        return row.attempts >= 2 and row.status == "pending"
+
+    wait_until(refused_twice, timeout=10, what="two refused attempts")
     with FakeLLMServer(port=port) as late_llm:
         row = stack.settle([cid], timeout=15)[cid]
         assert row.status == "completed"
