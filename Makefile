@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 COMPOSE ?= docker compose
 API_HOST ?= 0.0.0.0
 API_PORT ?= 8000
+# `make run LLM=local` also serves a small real model with llama.cpp (no Docker, no Ollama).
+LLM ?=
+LOCAL_LLM_PORT ?= 8080
 PYTEST_ARGS ?=
 
 
@@ -39,8 +42,9 @@ alembic_migrate: install ## Generate a migration: make alembic_migrate msg="desc
 	@test -n "$(msg)" || (echo 'usage: make alembic_migrate msg="describe change"' && exit 2)
 	$(BIN)/python -m alembic revision --autogenerate -m "$(msg)"
 
-run: prestart ## Run the service: migrations, then the API and one worker (Ctrl-C stops both)
-	API_HOST=$(API_HOST) API_PORT=$(API_PORT) BIN=$(BIN) scripts/run_local.sh
+run: prestart ## Run the service: migrations, then the API and a worker (LLM=local: + a small model)
+	API_HOST=$(API_HOST) API_PORT=$(API_PORT) BIN=$(BIN) LOCAL_LLM_PORT=$(LOCAL_LLM_PORT) \
+	WITH_LOCAL_LLM=$(if $(filter local,$(LLM)),1,0) scripts/run_local.sh
 
 run_api: prestart ## Run the API alone
 	$(BIN)/python -m uvicorn --factory api.main:create_app --host $(API_HOST) --port $(API_PORT) --no-access-log
@@ -78,18 +82,23 @@ llm_up: ## Start Ollama in Docker and pull OLLAMA_DEFAULT_MODEL
 llm_down: ## Stop Ollama
 	$(COMPOSE) stop ollama
 
+llm_local: install ## Serve SmolLM2-135M with llama.cpp on LOCAL_LLM_PORT and register it on the API
+	$(BIN)/python scripts/local_llm.py serve --port $(LOCAL_LLM_PORT) \
+	  --register-api http://127.0.0.1:$(API_PORT)
+
 obs_up: ## Start Jaeger (traces at http://localhost:16686)
 	$(COMPOSE) --profile obs up -d jaeger
 
 obs_down: ## Stop Jaeger
 	$(COMPOSE) --profile obs stop jaeger
 
-stack_up: ## Start the whole stack in Docker (api, worker, postgres, redis, ollama)
+stack_up: ## Start the whole stack in Docker (api, worker, postgres, redis, ollama) and pull the model
 	$(COMPOSE) up -d --build
+	$(COMPOSE) run --rm ollama-pull
 
 stack_down: ## Stop the whole stack
 	$(COMPOSE) --profile obs down
 
 .PHONY: help install project_init lock prestart alembic_upgrade alembic_migrate run run_api \
-	run_worker run_dev test run_test lint format db_up db_down llm_up llm_down obs_up obs_down \
+	run_worker run_dev test run_test lint format db_up db_down llm_up llm_down llm_local obs_up obs_down \
 	stack_up stack_down

@@ -69,6 +69,11 @@ async def check_llm(res: WorkerResources) -> None:
     try:
         await check_ollama_ready(client, res.settings.OLLAMA_DEFAULT_MODEL)
     except LLMError as exc:
-        logger.error("ollama_not_ready", reason=exc.message)
+        logger.error(
+            "ollama_not_ready",
+            reason=exc.message,
+            hint="start Ollama (`make llm_up`), or run without it: `make run LLM=local` "
+            "serves a small model through the OpenAI-compatible provider",
+        )
     else:
         logger.info("ollama_ready", model=res.settings.OLLAMA_DEFAULT_MODEL)
