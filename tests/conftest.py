@@ -24,13 +24,8 @@ RUN_ID = uuid.uuid4().hex[:10]
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[URL]:
-    name = database.new_database_name()
-    url = database.create_database(name)
-    try:
-        database.migrate(url)
+    with database.migrated_database() as url:
         yield url
-    finally:
-        database.drop_database(name)
 
 
 @pytest.fixture(scope="session")

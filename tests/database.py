@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -59,6 +61,18 @@ def alembic_config(url: URL) -> Config:
 
 def migrate(url: URL, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+
+
+@contextmanager
+def migrated_database() -> Iterator[URL]:
+    """A new database at the latest migration, dropped on exit."""
+    name = new_database_name()
+    url = create_database(name)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        drop_database(name)
 
 
 async def truncate_all(dsn_url: URL) -> None:

@@ -121,13 +121,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def e2e_database(settings: Settings) -> Iterator[URL]:
     """The e2e processes get their own database: committed rows never meet other tests."""
-    name = database.new_database_name()
-    url = database.create_database(name)
-    try:
-        database.migrate(url)
+    with database.migrated_database() as url:
         yield url
-    finally:
-        database.drop_database(name)
 
 
 @pytest.fixture(scope="module")

@@ -312,13 +312,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="module")
 def fault_database(settings: Settings) -> Iterator[URL]:
     """The module's own database: cutting its connections touches no other test."""
-    name = database.new_database_name()
-    url = database.create_database(name)
-    try:
-        database.migrate(url)
+    with database.migrated_database() as url:
         yield url
-    finally:
-        database.drop_database(name)
 
 
 MakeStack = Callable[..., FaultStack]

@@ -28,13 +28,8 @@ TERMINAL = {"completed", "failed", "cancelled"}
 
 @pytest.fixture(scope="module")
 def real_database() -> Iterator[URL]:
-    name = database.new_database_name()
-    url = database.create_database(name)
-    try:
-        database.migrate(url)
+    with database.migrated_database() as url:
         yield url
-    finally:
-        database.drop_database(name)
 
 
 def _start(env: dict[str, str], workdir: Path) -> tuple[list[Process], httpx.Client]:
