@@ -67,7 +67,7 @@ def _wait(client: httpx.Client, cid: str, timeout: float) -> dict[str, Any]:
 def test_a_real_model_answers_and_a_stopped_server_fails_with_a_reason(
     settings: Settings, real_database: URL, tmp_path: Path
 ) -> None:
-    with running_llm_server(ctx=1024, threads=2, log_dir=tmp_path) as llm:
+    with running_llm_server(ctx=1024, threads=1, log_dir=tmp_path) as llm:
         own = settings.model_copy(
             update={"DATABASE_URL": real_database.render_as_string(hide_password=False)}
         )
