@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from loguru import logger
 
 from api.errors import error_responses, register_error_handlers
+from api.middleware.errors import UnhandledErrorMiddleware
 from api.middleware.metrics import MetricsMiddleware
 from api.middleware.request_id import RequestIdMiddleware
 from api.routes import conversations, health, metrics, model_versions, users
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     for module in (health, metrics, users, model_versions, conversations):
         app.include_router(module.router)
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     # Added last, so outermost: every log line of the request carries its id.
     app.add_middleware(RequestIdMiddleware)

@@ -34,9 +34,13 @@ async def test_unexpected_errors_leak_nothing(app: FastAPI, client: httpx.AsyncC
     async def boom() -> None:
         raise RuntimeError("secret internals: password=hunter2")
 
-    body = assert_error(await client.get("/boom"), 500, "internal_error")
+    response = await client.get("/boom", headers={"X-Request-ID": "boom-1"})
+    body = assert_error(response, 500, "internal_error")
     assert "hunter2" not in str(body)
     assert body["details"] is None
+    assert response.headers["X-Request-ID"] == "boom-1"
+    metrics = (await client.get("/metrics")).text
+    assert 'http_requests_total{method="GET",route="/boom",status="500"} 1.0' in metrics
 
 
 @pytest.fixture
