@@ -81,6 +81,13 @@ def fake_llm(fake_llm_server: FakeLLMServer) -> FakeLLMServer:
 
 
 @pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """A plain client for talking to loopback servers (no proxy settings from the env)."""
+    async with httpx.AsyncClient(trust_env=False) as client:
+        yield client
+
+
+@pytest.fixture
 async def clean_db(database_url: URL) -> AsyncIterator[None]:
     """Each test starts from empty tables."""
     await database.truncate_all(database_url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -17,12 +16,6 @@ def llm(fake_llm_server: FakeLLMServer) -> FakeLLMServer:
     """The shared stand-in with default behaviour and zero counters."""
     fake_llm_server.reset()
     return fake_llm_server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        yield client
 
 
 @pytest.fixture

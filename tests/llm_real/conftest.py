@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,12 +22,6 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     log_dir = tmp_path_factory.mktemp("llamacpp")
     with running_llm_server(ctx=1024, threads=1, log_dir=log_dir) as server:
         yield server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        yield client
 
 
 @pytest.fixture
