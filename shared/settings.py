@@ -6,6 +6,9 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
 
+from limits import RateLimitItem
+from limits import parse as parse_limit
+
 from pydantic import (
     AnyHttpUrl,
     Field,
@@ -30,6 +33,19 @@ class LogFormat(StrEnum):
     HUMAN = "HUMAN"
 
 
+class Exposure(StrEnum):
+    """Who may read an operational route (`/metrics`)."""
+
+    PUBLIC = "public"
+    ADMIN = "admin"
+    OFF = "off"
+
+
+# Values people leave in a config by mistake; an admin key containing one is refused.
+_PLACEHOLDER_MARKERS = ("change", "placeholder", "example", "secret", "password", "xxxx", "todo")
+ADMIN_KEY_MIN_LENGTH = 32
+
+
 class Settings(BaseSettings):
     """Every setting of both processes; names match `.env.example`."""
 
@@ -47,10 +63,25 @@ class Settings(BaseSettings):
     LOG_FORMAT: LogFormat = LogFormat.JSON
     LOG_PROMPTS: bool = False
 
-    OPENAPI_ENABLED: bool = True
+    # None: on in DEV and HML, off in PRD.
+    OPENAPI_ENABLED: bool | None = None
     OPENAPI_JSON_PATH: str = "/openapi.json"
     SWAGGER_UI_ENABLED: bool = True
     SWAGGER_UI_PATH: str = "/docs"
+    # None: public in DEV, admin-only elsewhere.
+    METRICS_ACCESS: Exposure | None = None
+
+    ADMIN_API_KEY: SecretStr | None = None
+    PUBLIC_BASE_URL: AnyHttpUrl | None = None
+    MAX_REQUEST_BODY_BYTES: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024
+    MAX_HEADER_BYTES: Annotated[int, Field(ge=1024)] = 16 * 1024
+    PROMPT_MAX_CHARS: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
+    SYSTEM_INSTRUCTION_MAX_CHARS: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
+    CONTEXT_MAX_CHARS: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
+    MAX_TOKENS_LIMIT: Annotated[int, Field(ge=1, le=1_000_000)] = 8192
+    SUBMIT_RATE_LIMIT: str = "120/minute"
+    MAX_ACTIVE_CONVERSATIONS_PER_USER: Annotated[int, Field(ge=0)] = 100
+    QUEUE_MAX_DEPTH: Annotated[int, Field(ge=0)] = 10_000
 
     POSTGRES_HOSTNAME: str = "127.0.0.1"
     POSTGRES_USER: str = "postgres"
@@ -82,7 +113,8 @@ class Settings(BaseSettings):
     WORKER_HEALTH_CHECK_INTERVAL_SECONDS: Annotated[int, Field(ge=1)] = 10
     WORKER_SWEEP_INTERVAL_SECONDS: Annotated[int, Field(ge=1, le=60)] = 15
     WORKER_SWEEP_PENDING_GRACE_SECONDS: PositiveFloat = 30.0
-    WORKER_METRICS_HOST: str = "0.0.0.0"  # noqa: S104 - scraped from other hosts
+    # Loopback unless the deployment says otherwise (a container sets 0.0.0.0 to be scraped).
+    WORKER_METRICS_HOST: str = "127.0.0.1"
     WORKER_METRICS_PORT: Annotated[int, Field(ge=0, le=65535)] = 9100
 
     OPENAI_BASE_URL: AnyHttpUrl | None = None
@@ -102,6 +134,42 @@ class Settings(BaseSettings):
         if not self.WORKER_JOB_TIMEOUT_SECONDS < self.WORKER_LEASE_SECONDS:
             raise ValueError("WORKER_JOB_TIMEOUT_SECONDS must be smaller than WORKER_LEASE_SECONDS")
         return self
+
+    @model_validator(mode="after")
+    def _admin_key_is_real(self) -> Settings:
+        key = self.ADMIN_API_KEY.get_secret_value() if self.ADMIN_API_KEY else None
+        if key is None:
+            if self.ENVIRONMENT != Environment.DEV:
+                raise ValueError(
+                    "ADMIN_API_KEY is required outside ENVIRONMENT=DEV "
+                    "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                )
+            return self
+        lowered = key.lower()
+        if len(key) < ADMIN_KEY_MIN_LENGTH or len(set(key)) < 8:
+            raise ValueError(
+                f"ADMIN_API_KEY must be at least {ADMIN_KEY_MIN_LENGTH} random characters"
+            )
+        if any(marker in lowered for marker in _PLACEHOLDER_MARKERS):
+            raise ValueError("ADMIN_API_KEY looks like a placeholder; generate a random one")
+        return self
+
+    @model_validator(mode="after")
+    def _rate_limit_parses(self) -> Settings:
+        parse_rate_limit(self.SUBMIT_RATE_LIMIT)
+        return self
+
+    @property
+    def openapi_enabled(self) -> bool:
+        if self.OPENAPI_ENABLED is not None:
+            return self.OPENAPI_ENABLED
+        return self.ENVIRONMENT != Environment.PRD
+
+    @property
+    def metrics_access(self) -> Exposure:
+        if self.METRICS_ACCESS is not None:
+            return self.METRICS_ACCESS
+        return Exposure.PUBLIC if self.ENVIRONMENT == Environment.DEV else Exposure.ADMIN
 
     @property
     def database_url(self) -> URL:
@@ -123,6 +191,16 @@ class Settings(BaseSettings):
     @property
     def ollama_base_url(self) -> str:
         return str(self.OLLAMA_BASE_URL).rstrip("/")
+
+
+def parse_rate_limit(value: str) -> RateLimitItem | None:
+    """`"120/minute"`, `"10 per 5 seconds"` (the `limits` notation); `"off"` → None."""
+    if value.strip().lower() in {"off", "none", ""}:
+        return None
+    try:
+        return parse_limit(value)
+    except ValueError:
+        raise ValueError(f"rate limit {value!r} is not like '120/minute' or 'off'") from None
 
 
 class SettingsError(RuntimeError):
