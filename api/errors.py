@@ -75,12 +75,8 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _handle_app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    headers = None
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        headers = {"Retry-After": str(retry_after)}
     return error_response(
-        exc.status_code, exc.message, details=exc.details, code=exc.code, headers=headers
+        exc.status_code, exc.message, details=exc.details, code=exc.code, headers=exc.headers()
     )
 
 

@@ -5,20 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from loguru import logger
 
+from api.auth import require_admin
 from api.errors import error_responses, register_error_handlers
+from api.limits import SubmissionLimiter
 from api.middleware.errors import UnhandledErrorMiddleware
 from api.middleware.metrics import MetricsMiddleware
 from api.middleware.request_id import RequestIdMiddleware
+from api.openapi import install_openapi
 from api.routes import conversations, health, metrics, model_versions, users
 from shared.db import create_engine, create_session_factory
 from shared.llm.registry import served_providers
 from shared.logging import configure_logging
 from shared.metrics import create_metrics
 from shared.queue import create_queue_pool
-from shared.settings import Settings, get_settings
+from shared.settings import Exposure, Settings, get_settings
 from shared.telemetry import (
     instrument_fastapi,
     instrument_redis,
@@ -47,7 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         app.state.queue = queue
+        app.state.submission_limiter = SubmissionLimiter(settings, queue)
         app.state.supported_providers = served_providers(settings)
+        if settings.ADMIN_API_KEY is None:
+            logger.warning("admin_key_missing", hint="set ADMIN_API_KEY to manage users and keys")
         logger.info("api_started", environment=settings.ENVIRONMENT.value)
         try:
             yield
@@ -62,9 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Submit prompts, let workers answer them, poll for the result.",
         version="0.1.0",
         lifespan=lifespan,
-        openapi_url=settings.OPENAPI_JSON_PATH if settings.OPENAPI_ENABLED else None,
+        openapi_url=settings.OPENAPI_JSON_PATH if settings.openapi_enabled else None,
         docs_url=settings.SWAGGER_UI_PATH
-        if settings.OPENAPI_ENABLED and settings.SWAGGER_UI_ENABLED
+        if settings.openapi_enabled and settings.SWAGGER_UI_ENABLED
         else None,
         redoc_url=None,
         # Any route can fail unexpectedly; the body then is the same error contract.
@@ -72,8 +78,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = create_metrics()
     register_error_handlers(app)
-    for module in (health, metrics, users, model_versions, conversations):
+    for module in (health, users, model_versions, conversations):
         app.include_router(module.router)
+    if settings.metrics_access != Exposure.OFF:
+        admin_only = settings.metrics_access == Exposure.ADMIN
+        app.include_router(
+            metrics.router, dependencies=[Depends(require_admin)] if admin_only else []
+        )
+    install_openapi(app, settings)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     # Added last, so outermost: every log line of the request carries its id.

@@ -31,6 +31,19 @@ class AppError(Exception):
         self.message = message
         self.details = details
 
+    def headers(self) -> dict[str, str]:
+        """Response headers the status calls for (`Retry-After`, `WWW-Authenticate`)."""
+        return {}
+
+
+class _RetryLaterError(AppError):
+    def __init__(self, message: str, *, details: Any = None, retry_after: int = 5) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
 
 class BadRequestError(AppError):
     status_code = 400
@@ -42,15 +55,33 @@ class NotFoundError(AppError):
     code = ErrorCode.NOT_FOUND
 
 
+class UnauthorizedError(AppError):
+    """No credentials, or credentials that name no active key."""
+
+    status_code = 401
+    code = ErrorCode.UNAUTHORIZED
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class ForbiddenError(AppError):
+    """A valid key whose role does not allow the action."""
+
+    status_code = 403
+    code = ErrorCode.FORBIDDEN
+
+
 class ConflictError(AppError):
     status_code = 409
     code = ErrorCode.CONFLICT
 
 
-class ServiceUnavailableError(AppError):
+class TooManyRequestsError(_RetryLaterError):
+    status_code = 429
+    code = ErrorCode.TOO_MANY_REQUESTS
+
+
+class ServiceUnavailableError(_RetryLaterError):
     status_code = 503
     code = ErrorCode.SERVICE_UNAVAILABLE
-
-    def __init__(self, message: str, *, details: Any = None, retry_after: int = 5) -> None:
-        super().__init__(message, details=details)
-        self.retry_after = retry_after

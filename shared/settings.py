@@ -8,7 +8,6 @@ from typing import Annotated
 
 from limits import RateLimitItem
 from limits import parse as parse_limit
-
 from pydantic import (
     AnyHttpUrl,
     Field,

@@ -17,6 +17,7 @@ from api.main import create_app
 from shared.db import SessionFactory, create_engine, create_session_factory
 from shared.settings import Settings
 from tests import database
+from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
 from tests.support.fake_llm import FakeLLMServer
 
 RUN_ID = uuid.uuid4().hex[:10]
@@ -61,6 +62,7 @@ def settings(database_url: URL, queue_name: str, redis_url: str) -> Settings:
         DATABASE_URL=database_url.render_as_string(hide_password=False),
         REDIS_URL=redis_url,
         QUEUE_NAME=queue_name,
+        ADMIN_API_KEY=ADMIN_KEY,
         OLLAMA_STARTUP_CHECK_ENABLED=False,
         LOG_FORMAT="HUMAN",
         LOG_LEVEL="WARNING",
@@ -119,5 +121,7 @@ async def app(settings: Settings, clean_db: None) -> AsyncIterator[FastAPI]:
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=ADMIN_HEADERS
+    ) as client:
         yield client

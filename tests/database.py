@@ -15,7 +15,7 @@ from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ('"user"', "model_version", "conversation")
+TABLES = ('"user"', "api_key", "model_version", "conversation")
 
 
 def admin_url() -> URL:

@@ -46,14 +46,14 @@ async def make_conversation(
             **fields,
         )
         conversation = await create_conversation(
-            session, data=data, supported_providers=PROVIDERS | {provider}
+            session, data=data, user_id=user.id, supported_providers=PROVIDERS | {provider}
         )
         return conversation.id
 
 
 async def load(session_factory: SessionFactory, conversation_id: uuid.UUID) -> Conversation:
     async with session_factory() as session:
-        return await get_conversation(session, conversation_id=conversation_id)
+        return await get_conversation(session, conversation_id=conversation_id, owner_id=None)
 
 
 async def set_columns(

@@ -4,10 +4,14 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 
+from api.auth import Principal, PrincipalDep
 from api.deps import PageDep, QueueDep, SessionDep
 from api.errors import error_responses
+from api.limits import check_submission_sizes
 from api.submission import enqueue_after_commit
+from shared.errors import ForbiddenError
 from shared.models import ConversationStatus
 from shared.schemas.conversations import (
     ConversationCreate,
@@ -16,9 +20,37 @@ from shared.schemas.conversations import (
     ConversationUpdate,
 )
 from shared.services import conversations as service
+from shared.settings import Settings
 from shared.telemetry import current_trace_id
 
-router = APIRouter(prefix="/conversations", tags=["conversations"])
+router = APIRouter(prefix="/conversations", tags=["conversations"], responses=error_responses(401))
+
+
+def _owner_for(caller: Principal, data: ConversationCreate) -> uuid.UUID:
+    """Whose conversation this is: a user key acts for itself, the admin for whom it names."""
+    if caller.user_id is not None:
+        if data.user_id is not None and data.user_id != caller.user_id:
+            raise ForbiddenError("A user key may only submit for its own user")
+        return caller.user_id
+    if data.user_id is None:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "user_id"),
+                    "msg": "Field required when submitting with the admin key",
+                    "type": "missing",
+                }
+            ]
+        )
+    return data.user_id
+
+
+def _location(settings: Settings, conversation_id: uuid.UUID) -> str:
+    # Never from the Host header: a forged host would turn the link into someone else's.
+    path = f"/conversations/{conversation_id}"
+    if settings.PUBLIC_BASE_URL is None:
+        return path
+    return str(settings.PUBLIC_BASE_URL).rstrip("/") + path
 
 
 @router.post(
@@ -27,7 +59,7 @@ router = APIRouter(prefix="/conversations", tags=["conversations"])
     response_model=ConversationRead,
     responses={
         201: {"model": ConversationRead, "description": "Stored with the given response"},
-        **error_responses(400, 404, 409, 422, 503),
+        **error_responses(400, 403, 404, 409, 413, 422, 429, 503),
     },
 )
 async def create_conversation(
@@ -36,29 +68,42 @@ async def create_conversation(
     response: Response,
     session: SessionDep,
     queue: QueueDep,
+    caller: PrincipalDep,
 ) -> ConversationRead:
     """Submit a prompt.
 
     Without `response`: stored as `pending` and answered with 202 at once; a worker
     generates the answer. Poll the URL in the `Location` header until `status` is
     `completed` or `failed`. With `response`: stored as `completed` (201), nothing queued.
+
+    A user key is limited to `SUBMIT_RATE_LIMIT` submissions and
+    `MAX_ACTIVE_CONVERSATIONS_PER_USER` unfinished conversations (429 with `Retry-After`);
+    a full queue answers 503 with `Retry-After`.
     """
+    state = request.app.state
+    settings: Settings = state.settings
+    check_submission_sizes(data, settings)
+    owner = _owner_for(caller, data)
+    generate = data.response is None
+    if generate and not caller.is_admin:
+        await state.submission_limiter.check_rate(owner)
+    if generate:
+        await state.submission_limiter.check_queue_depth()
     conversation = await service.create_conversation(
         session,
         data=data,
-        supported_providers=request.app.state.supported_providers,
+        user_id=owner,
+        supported_providers=state.supported_providers,
         trace_id=current_trace_id(),
+        max_active=None if caller.is_admin else settings.MAX_ACTIVE_CONVERSATIONS_PER_USER,
     )
-    response.headers["Location"] = str(
-        request.url_for("get_conversation", conversation_id=conversation.id)
-    )
-    metrics = request.app.state.metrics
+    response.headers["Location"] = _location(settings, conversation.id)
     if conversation.status == ConversationStatus.COMPLETED:
         response.status_code = status.HTTP_201_CREATED
-        metrics.conversations_submitted_total.labels("stored").inc()
+        state.metrics.conversations_submitted_total.labels("stored").inc()
         return ConversationRead.model_validate(conversation)
     await enqueue_after_commit(session, queue, conversation)
-    metrics.conversations_submitted_total.labels("queued").inc()
+    state.metrics.conversations_submitted_total.labels("queued").inc()
     return ConversationRead.model_validate(conversation)
 
 
@@ -67,16 +112,21 @@ async def list_conversations(
     session: SessionDep,
     page: PageDep,
     response: Response,
+    caller: PrincipalDep,
     order_by: Annotated[ConversationOrder, Query()] = ConversationOrder.CREATED_AT_DESC,
     user_id: Annotated[uuid.UUID | None, Query()] = None,
     model_version_id: Annotated[uuid.UUID | None, Query()] = None,
     status: Annotated[ConversationStatus | None, Query()] = None,
 ) -> list[ConversationRead]:
-    """List active conversations, filtered by user, model version or status."""
+    """List active conversations, filtered by user, model version or status.
+
+    A user key sees its own conversations only (and `X-Total-Count` counts only those).
+    """
     rows, total = await service.list_conversations(
         session,
         page=page,
         order_by=order_by,
+        owner_id=caller.owner_scope(),
         user_id=user_id,
         model_version_id=model_version_id,
         status=status,
@@ -90,9 +140,13 @@ async def list_conversations(
     response_model=ConversationRead,
     responses=error_responses(404, 422, 503),
 )
-async def get_conversation(conversation_id: uuid.UUID, session: SessionDep) -> ConversationRead:
+async def get_conversation(
+    conversation_id: uuid.UUID, session: SessionDep, caller: PrincipalDep
+) -> ConversationRead:
     """Poll one conversation: status, response, error, attempts, tokens and timings."""
-    conversation = await service.get_conversation(session, conversation_id=conversation_id)
+    conversation = await service.get_conversation(
+        session, conversation_id=conversation_id, owner_id=caller.owner_scope()
+    )
     return ConversationRead.model_validate(conversation)
 
 
@@ -102,11 +156,11 @@ async def get_conversation(conversation_id: uuid.UUID, session: SessionDep) -> C
     responses=error_responses(400, 404, 409, 422, 503),
 )
 async def update_conversation(
-    conversation_id: uuid.UUID, data: ConversationUpdate, session: SessionDep
+    conversation_id: uuid.UUID, data: ConversationUpdate, session: SessionDep, caller: PrincipalDep
 ) -> ConversationRead:
     """Edit the stored response of a completed conversation (409 while it is unfinished)."""
     conversation = await service.update_conversation(
-        session, conversation_id=conversation_id, data=data
+        session, conversation_id=conversation_id, owner_id=caller.owner_scope(), data=data
     )
     return ConversationRead.model_validate(conversation)
 
@@ -116,9 +170,13 @@ async def update_conversation(
     response_model=ConversationRead,
     responses=error_responses(404, 409, 422, 503),
 )
-async def cancel_conversation(conversation_id: uuid.UUID, session: SessionDep) -> ConversationRead:
+async def cancel_conversation(
+    conversation_id: uuid.UUID, session: SessionDep, caller: PrincipalDep
+) -> ConversationRead:
     """Cancel a pending or running conversation; a worker's late answer is discarded."""
-    conversation = await service.cancel_conversation(session, conversation_id=conversation_id)
+    conversation = await service.cancel_conversation(
+        session, conversation_id=conversation_id, owner_id=caller.owner_scope()
+    )
     return ConversationRead.model_validate(conversation)
 
 
@@ -128,6 +186,10 @@ async def cancel_conversation(conversation_id: uuid.UUID, session: SessionDep) -
     response_class=Response,
     responses=error_responses(404, 422, 503),
 )
-async def delete_conversation(conversation_id: uuid.UUID, session: SessionDep) -> None:
+async def delete_conversation(
+    conversation_id: uuid.UUID, session: SessionDep, caller: PrincipalDep
+) -> None:
     """Soft-delete a conversation (an unfinished one is cancelled first)."""
-    await service.delete_conversation(session, conversation_id=conversation_id)
+    await service.delete_conversation(
+        session, conversation_id=conversation_id, owner_id=caller.owner_scope()
+    )

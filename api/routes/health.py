@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 from sqlalchemy import text
 
+from api.auth import CallerIsAdminDep
 from api.errors import error_responses
 from api.queue_status import sample_queue
 
@@ -35,7 +36,7 @@ async def _redis_ok(request: Request) -> bool:
     return True
 
 
-def _unavailable(checks: dict[str, Any]) -> JSONResponse:
+def _unavailable(checks: dict[str, Any] | None) -> JSONResponse:
     return JSONResponse(
         status_code=503,
         content={
@@ -62,19 +63,22 @@ async def database(request: Request) -> Any:
 
 
 @router.get("/ready", responses=error_responses(503))
-async def ready(request: Request) -> Any:
+async def ready(request: Request, admin: CallerIsAdminDep) -> Any:
     """Ready for traffic: the database and Redis both answer.
 
-    `queue` tells how the work is doing (jobs waiting, whether any worker heartbeat is fresh,
-    the oldest pending conversation); it informs, it does not make the API unready, since
-    the API accepts work with no worker running.
+    Open to probes, which get the status alone. With the admin key the answer also names
+    each check and tells how the queue is doing (jobs waiting, whether any worker heartbeat
+    is fresh, the oldest pending conversation); that informs, it does not make the API
+    unready, since the API accepts work with no worker running.
     """
     checks = {
         "database": "ok" if await _database_ok(request) else "unreachable",
         "redis": "ok" if await _redis_ok(request) else "unreachable",
     }
     if not all(value == "ok" for value in checks.values()):
-        return _unavailable(checks)
+        return _unavailable(checks if admin else None)
+    if not admin:
+        return _OK
     state = request.app.state
     status = await sample_queue(state.queue, state.session_factory, state.settings.QUEUE_NAME)
     return {"status": "ok", "checks": checks, "queue": asdict(status)}

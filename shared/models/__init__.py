@@ -1,5 +1,6 @@
 """All ORM models, imported here so Alembic's autogenerate sees every table."""
 
+from shared.models.api_key import ApiKey
 from shared.models.base import Base
 from shared.models.conversation import TERMINAL_STATUSES, Conversation, ConversationStatus
 from shared.models.model_version import ModelVersion
@@ -7,6 +8,7 @@ from shared.models.user import User
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "ApiKey",
     "Base",
     "Conversation",
     "ConversationStatus",

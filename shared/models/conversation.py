@@ -78,4 +78,10 @@ class Conversation(Record):
             "lease_expires_at",
             postgresql_where=text("status IN ('pending', 'running')"),
         ),
+        # Counting one user's unfinished conversations (the per-user cap at submit).
+        Index(
+            "ix_conversation_user_id_unfinished",
+            "user_id",
+            postgresql_where=text("status IN ('pending', 'running')"),
+        ),
     )

@@ -109,13 +109,34 @@ class ConversationRepository(RecordRepository[Conversation]):
         )
         return (await self.session.scalar(stmt)) is not None
 
-    async def cancel(self, conversation_id: uuid.UUID) -> bool:
+    async def get_owned(
+        self, conversation_id: uuid.UUID, owner_id: uuid.UUID | None, *, for_update: bool = False
+    ) -> Conversation | None:
+        """The active row, if `owner_id` owns it (None: whoever owns it)."""
+        conversation = await self.get(conversation_id, for_update=for_update)
+        if conversation is None or (owner_id is not None and conversation.user_id != owner_id):
+            return None
+        return conversation
+
+    async def count_unfinished(self, user_id: uuid.UUID, *, up_to: int) -> int:
+        """The user's pending + running rows, counted no further than `up_to`."""
+        unfinished = (
+            select(Conversation.id)
+            .where(Conversation.user_id == user_id, Conversation.status.in_(_UNFINISHED))
+            .limit(up_to)
+            .subquery()
+        )
+        return int(await self.session.scalar(select(func.count()).select_from(unfinished)) or 0)
+
+    async def cancel(self, conversation_id: uuid.UUID, *, owner_id: uuid.UUID | None) -> bool:
+        owned = [] if owner_id is None else [Conversation.user_id == owner_id]
         stmt = (
             update(Conversation)
             .where(
                 Conversation.id == conversation_id,
                 Conversation.is_active,
                 Conversation.status.in_(_UNFINISHED),
+                *owned,
             )
             .values(
                 status=ConversationStatus.CANCELLED.value,

@@ -22,7 +22,11 @@ class ConversationOrder(StrEnum):
 
 
 class ConversationCreate(StrictInput):
-    user_id: uuid.UUID
+    user_id: uuid.UUID | None = Field(
+        default=None,
+        description="The owner. A user key may omit it (it is the key's user) and may not name "
+        "another user (403); the admin key must give it.",
+    )
     model_version_id: uuid.UUID
     prompt: Prompt
     system_instruction: LongText | None = None

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.errors import BadRequestError, ConflictError, NotFoundError
+from shared.errors import BadRequestError, ConflictError, NotFoundError, TooManyRequestsError
 from shared.models import Conversation, ConversationStatus
 from shared.repositories.conversations import CONVERSATION_ORDER, ConversationRepository
 from shared.schemas.common import Page
@@ -15,24 +15,46 @@ from shared.services.model_versions import get_model_version
 from shared.services.users import get_user
 
 CONVERSATION_NOT_FOUND = "Conversation not found"
+# A full user waits for one of its conversations to finish; a few seconds is a fair guess.
+ACTIVE_CAP_RETRY_AFTER_SECONDS = 5
+
+
+async def _check_active_cap(session: AsyncSession, *, user_id: uuid.UUID, cap: int) -> None:
+    # The caller holds the user's row lock, so concurrent submits of one user (on any replica)
+    # count one after another and the cap is exact.
+    active = await ConversationRepository(session).count_unfinished(user_id, up_to=cap)
+    if active >= cap:
+        raise TooManyRequestsError(
+            f"At most {cap} conversations may be pending or running at once; "
+            "retry when one finishes",
+            details={"max_active": cap},
+            retry_after=ACTIVE_CAP_RETRY_AFTER_SECONDS,
+        )
 
 
 async def create_conversation(
     session: AsyncSession,
     *,
     data: ConversationCreate,
+    user_id: uuid.UUID,
     supported_providers: Collection[str],
     trace_id: str | None = None,
+    max_active: int | None = None,
 ) -> Conversation:
-    """Store a conversation: completed when the answer is given, else pending for a worker.
+    """Store a conversation for `user_id`: completed when the answer is given, else pending.
 
-    The caller commits, then enqueues pending conversations (never before the commit, or a
-    fast worker could look for a row that is not there yet).
+    `max_active` caps the user's pending + running conversations (None: no cap). The caller
+    commits, then enqueues pending conversations (never before the commit, or a fast worker
+    could look for a row that is not there yet).
     """
-    await get_user(session, user_id=data.user_id)
+    generate = data.response is None
+    await get_user(session, user_id=user_id, for_update=bool(max_active and generate))
     model_version = await get_model_version(session, model_version_id=data.model_version_id)
-    values = data.model_dump()
-    if data.response is None:
+    values = data.model_dump(exclude={"user_id"})
+    values["user_id"] = user_id
+    if generate:
+        if max_active:
+            await _check_active_cap(session, user_id=user_id, cap=max_active)
         if model_version.provider not in supported_providers:
             raise BadRequestError(
                 f"Provider '{model_version.provider}' cannot generate answers here",
@@ -49,8 +71,11 @@ async def create_conversation(
     return await ConversationRepository(session).add(conversation)
 
 
-async def get_conversation(session: AsyncSession, *, conversation_id: uuid.UUID) -> Conversation:
-    conversation = await ConversationRepository(session).get(conversation_id)
+async def get_conversation(
+    session: AsyncSession, *, conversation_id: uuid.UUID, owner_id: uuid.UUID | None
+) -> Conversation:
+    """The conversation if `owner_id` owns it (None: any owner); another's is "not found"."""
+    conversation = await ConversationRepository(session).get_owned(conversation_id, owner_id)
     if conversation is None:
         raise NotFoundError(CONVERSATION_NOT_FOUND)
     return conversation
@@ -61,11 +86,14 @@ async def list_conversations(
     *,
     page: Page,
     order_by: ConversationOrder,
+    owner_id: uuid.UUID | None,
     user_id: uuid.UUID | None = None,
     model_version_id: uuid.UUID | None = None,
     status: ConversationStatus | None = None,
 ) -> tuple[list[Conversation], int]:
     filters = []
+    if owner_id is not None:
+        filters.append(Conversation.user_id == owner_id)
     if user_id is not None:
         filters.append(Conversation.user_id == user_id)
     if model_version_id is not None:
@@ -81,10 +109,14 @@ async def list_conversations(
 
 
 async def update_conversation(
-    session: AsyncSession, *, conversation_id: uuid.UUID, data: ConversationUpdate
+    session: AsyncSession,
+    *,
+    conversation_id: uuid.UUID,
+    owner_id: uuid.UUID | None,
+    data: ConversationUpdate,
 ) -> Conversation:
     repo = ConversationRepository(session)
-    conversation = await repo.get(conversation_id, for_update=True)
+    conversation = await repo.get_owned(conversation_id, owner_id, for_update=True)
     if conversation is None:
         raise NotFoundError(CONVERSATION_NOT_FOUND)
     if conversation.status != ConversationStatus.COMPLETED:
@@ -96,20 +128,26 @@ async def update_conversation(
     return await repo.refresh(conversation)
 
 
-async def cancel_conversation(session: AsyncSession, *, conversation_id: uuid.UUID) -> Conversation:
+async def cancel_conversation(
+    session: AsyncSession, *, conversation_id: uuid.UUID, owner_id: uuid.UUID | None
+) -> Conversation:
     repo = ConversationRepository(session)
-    if not await repo.cancel(conversation_id):
-        conversation = await get_conversation(session, conversation_id=conversation_id)
+    if not await repo.cancel(conversation_id, owner_id=owner_id):
+        conversation = await get_conversation(
+            session, conversation_id=conversation_id, owner_id=owner_id
+        )
         raise ConflictError(
             "Conversation already finished", details={"status": conversation.status}
         )
-    return await get_conversation(session, conversation_id=conversation_id)
+    return await get_conversation(session, conversation_id=conversation_id, owner_id=owner_id)
 
 
-async def delete_conversation(session: AsyncSession, *, conversation_id: uuid.UUID) -> None:
+async def delete_conversation(
+    session: AsyncSession, *, conversation_id: uuid.UUID, owner_id: uuid.UUID | None
+) -> None:
     """Soft delete; a pending or running conversation is cancelled so no worker answers it."""
     repo = ConversationRepository(session)
-    conversation = await repo.get(conversation_id, for_update=True)
+    conversation = await repo.get_owned(conversation_id, owner_id, for_update=True)
     if conversation is None:
         raise NotFoundError(CONVERSATION_NOT_FOUND)
     if not ConversationStatus(conversation.status).is_terminal:

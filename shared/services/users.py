@@ -24,8 +24,8 @@ async def create_user(session: AsyncSession, *, data: UserCreate) -> User:
     return await repo.add(User(email=data.email))
 
 
-async def get_user(session: AsyncSession, *, user_id: uuid.UUID) -> User:
-    user = await UserRepository(session).get(user_id)
+async def get_user(session: AsyncSession, *, user_id: uuid.UUID, for_update: bool = False) -> User:
+    user = await UserRepository(session).get(user_id, for_update=for_update)
     if user is None:
         raise NotFoundError(USER_NOT_FOUND)
     return user

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from api.main import create_app
 from shared.settings import Settings
 from tests.api.conftest import assert_error
+from tests.support.auth import ADMIN_HEADERS
 
 
 async def test_malformed_json_is_a_bad_request(client: httpx.AsyncClient) -> None:
@@ -51,7 +52,9 @@ async def dead_db_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
     app = create_app(broken)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=ADMIN_HEADERS
+        ) as client:
             yield client
 
 

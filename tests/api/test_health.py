@@ -6,6 +6,7 @@ import pytest
 from api.main import create_app
 from shared.settings import Settings
 from tests.api.conftest import assert_error
+from tests.support.auth import ADMIN_HEADERS
 
 
 async def test_live_db_and_ready(client: httpx.AsyncClient) -> None:
@@ -45,7 +46,9 @@ async def test_ready_reports_redis_down(settings: Settings) -> None:
     app = create_app(settings.model_copy(update={"REDIS_URL": "redis://127.0.0.1:1/0"}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=ADMIN_HEADERS
+        ) as client:
             body = assert_error(await client.get("/health/ready"), 503, "service_unavailable")
             assert body["details"]["redis"] == "unreachable"
             assert body["details"]["database"] == "ok"

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from api.main import create_app
 from shared.settings import Settings
+from tests.support.auth import ADMIN_HEADERS
 
 
 async def test_docs_and_schema_are_served(client: httpx.AsyncClient) -> None:
@@ -43,6 +44,8 @@ async def test_openapi_switches(
     custom = settings.model_copy(update=switches)
     app = create_app(custom)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t", headers=ADMIN_HEADERS
+    ) as client:
         assert (await client.get(custom.OPENAPI_JSON_PATH)).status_code == openapi
         assert (await client.get(custom.SWAGGER_UI_PATH)).status_code == docs

@@ -15,6 +15,7 @@ from api.main import create_app
 from shared.jobs import generation_job_id
 from shared.settings import Settings
 from tests.api.conftest import create_model_version, create_user
+from tests.support.auth import ADMIN_HEADERS
 
 
 def _payload(user: dict[str, Any], model_version: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +51,9 @@ async def no_redis_client(settings: Settings, clean_db: None) -> AsyncIterator[h
     app = create_app(settings.model_copy(update={"REDIS_URL": "redis://127.0.0.1:1/0"}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=ADMIN_HEADERS
+        ) as client:
             yield client
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL
 from shared.settings import Settings
 from tests import database
 from tests.e2e.processes import Process, start_api, start_worker
+from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
 from tests.support.fake_llm import FakeLLMServer
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -44,6 +45,7 @@ def stack_env(settings: Settings, llm_url: str, workdir: Path, **extra: str) -> 
         "LOG_LEVEL": "INFO",
         "OTEL_TRACES_FILE": str(workdir / "spans.jsonl"),
         "ENVIRONMENT": "DEV",
+        "ADMIN_API_KEY": ADMIN_KEY,
     }
     env.update(extra)
     return env
@@ -59,7 +61,7 @@ class Stack:
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
-        self.client = httpx.Client(base_url=self.base_url, timeout=10)
+        self.client = httpx.Client(base_url=self.base_url, timeout=10, headers=ADMIN_HEADERS)
 
     def add_worker(self, **extra_env: str) -> Process:
         worker = start_worker({**self.env, **extra_env}, self.workdir)

@@ -29,6 +29,7 @@ from shared.settings import Settings
 from tests import database
 from tests.e2e.conftest import stack_env
 from tests.e2e.processes import Process, free_port, start_api, start_worker, wait_until
+from tests.support.auth import ADMIN_HEADERS
 from tests.support.fake_llm import FakeLLMServer
 
 SETTLED = frozenset({"completed", "failed"})
@@ -171,7 +172,7 @@ class FaultStack:
 
     def start_api(self, **extra_env: str) -> None:
         self.api, self.base_url = start_api({**self.env, **extra_env}, self.workdir)
-        self.client = httpx.Client(base_url=self.base_url, timeout=15)
+        self.client = httpx.Client(base_url=self.base_url, timeout=15, headers=ADMIN_HEADERS)
         tag = str(time.monotonic_ns())
         user = self.client.post("/users", json={"email": f"{tag}@example.com"})
         model = self.client.post(

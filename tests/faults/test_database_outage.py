@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.faults.conftest import MakeStack
+from tests.support.auth import ADMIN_HEADERS
 from tests.support.fake_llm import FakeLLMServer
 
 pytestmark = pytest.mark.fault
@@ -26,7 +27,7 @@ def test_terminated_connections_cost_503s_at_most_and_lose_nothing(
 
     def clients() -> None:
         # Submit and poll the whole time, as real clients would.
-        with httpx.Client(base_url=stack.base_url, timeout=15) as client:
+        with httpx.Client(base_url=stack.base_url, timeout=15, headers=ADMIN_HEADERS) as client:
             for i in range(30):
                 response = client.post(
                     "/conversations",

@@ -20,6 +20,7 @@ from tests import database
 from tests.e2e.conftest import stack_env
 from tests.e2e.processes import Process, start_api, start_worker
 from tests.llm_real import local_llm, running_llm_server
+from tests.support.auth import ADMIN_HEADERS
 
 pytestmark = [pytest.mark.llm_real, pytest.mark.e2e]
 
@@ -35,7 +36,7 @@ def real_database() -> Iterator[URL]:
 def _start(env: dict[str, str], workdir: Path) -> tuple[list[Process], httpx.Client]:
     api, base_url = start_api(env, workdir)
     worker = start_worker(env, workdir)
-    return [api, worker], httpx.Client(base_url=base_url, timeout=10)
+    return [api, worker], httpx.Client(base_url=base_url, timeout=10, headers=ADMIN_HEADERS)
 
 
 def _register(client: httpx.Client) -> tuple[str, str]:

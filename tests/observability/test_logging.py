@@ -13,6 +13,7 @@ from loguru import logger
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared.logging import bind_context, log_context, redact_prompt
+from tests.support.auth import ADMIN_KEY
 
 from . import captured_logging, make_settings
 
@@ -34,7 +35,9 @@ JSON_KEYS = {
 
 
 def test_json_line_has_the_documented_keys_and_values() -> None:
-    with captured_logging(process_name="worker", ENVIRONMENT="HML") as logs:
+    with captured_logging(
+        process_name="worker", ENVIRONMENT="HML", ADMIN_API_KEY=ADMIN_KEY
+    ) as logs:
         logger.info("conversation_stored", attempt=2, model="llama3.2:3b")
 
     configured, stored = logs.records()

@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 
 from api.middleware.metrics import MetricsMiddleware
 from shared.metrics import Metrics, create_metrics, render_metrics
+from tests.support.auth import ADMIN_HEADERS
 from worker.metrics_server import start_metrics_server
 
 METRIC_NAMES = [
@@ -87,7 +88,9 @@ async def test_middleware_labels_by_route_template_and_status(
     app: FastAPI, metrics: Metrics
 ) -> None:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://api", headers=ADMIN_HEADERS
+    ) as client:
         assert (await client.get("/conversations/a")).status_code == 200
         assert (await client.get("/conversations/b")).status_code == 200
         assert (await client.post("/v1/items/7")).status_code == 201
@@ -121,7 +124,9 @@ async def test_middleware_labels_by_route_template_and_status(
 
 async def test_unknown_methods_share_one_label(app: FastAPI, metrics: Metrics) -> None:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://api", headers=ADMIN_HEADERS
+    ) as client:
         await client.request("BREW", "/conversations/a")
     assert _count(metrics, "OTHER", "/conversations/{conversation_id}", "405") == 1
 

@@ -12,6 +12,7 @@ from loguru import logger
 
 from api.middleware.request_id import RequestIdMiddleware
 from shared.logging import log_context
+from tests.support.auth import ADMIN_HEADERS
 
 from . import LogCapture, captured_logging
 
@@ -47,7 +48,9 @@ def logs() -> Iterator[LogCapture]:
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=_app(), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://api", headers=ADMIN_HEADERS
+    ) as client:
         yield client
 
 

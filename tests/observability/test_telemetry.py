@@ -30,6 +30,7 @@ from shared.telemetry import (
     instrument_redis,
     setup_telemetry,
 )
+from tests.support.auth import ADMIN_HEADERS
 
 from . import make_settings
 
@@ -238,7 +239,9 @@ async def test_fastapi_spans_use_route_templates_and_skip_probes(
 
     instrument_fastapi(app, telemetry.tracer_provider)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://api", headers=ADMIN_HEADERS
+    ) as client:
         body = (await client.get("/conversations/abc")).json()
         await client.get("/health/live")
         await client.get("/metrics")

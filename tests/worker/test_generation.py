@@ -186,7 +186,7 @@ async def test_a_cancelled_conversation_keeps_no_late_answer(
     task = asyncio.create_task(run_generation(res, cid))
     await asyncio.sleep(0.2)
     async with unit_of_work(session_factory) as session:
-        await cancel_conversation(session, conversation_id=cid)
+        await cancel_conversation(session, conversation_id=cid, owner_id=None)
     assert await task is JobResult.LEASE_LOST
     row = await load(session_factory, cid)
     assert row.status == ConversationStatus.CANCELLED

@@ -1,0 +1,115 @@
+"""Who is calling: `Authorization: Bearer <key>` resolved to the admin or one user.
+
+The admin key comes from the environment and is compared in constant time; a user key is
+hashed and looked up by its hash (one index probe) in the request's own database session,
+so a revoked key stops working on every replica with the next request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.deps import SessionDep
+from shared.api_keys import hash_key, same_secret
+from shared.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from shared.repositories.api_keys import ApiKeyRepository
+from shared.settings import Settings
+
+# auto_error=False: a missing header is answered by our 401 in the error contract, not
+# FastAPI's 403. The scheme still appears in OpenAPI, so Swagger UI offers "Authorize".
+_bearer = HTTPBearer(auto_error=False, description="An API key: the admin's or a user's.")
+# Longer than any key this service issues (or an admin key it would accept is likely to be).
+_MAX_KEY_LENGTH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller: the admin (`user_id` None) or the user a key belongs to."""
+
+    user_id: uuid.UUID | None
+    key_id: uuid.UUID | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user_id is None
+
+    def owner_scope(self) -> uuid.UUID | None:
+        """The user whose rows this caller may see; None: every row (the admin)."""
+        return self.user_id
+
+    def require_self_or_admin(self, user_id: uuid.UUID, *, not_found: str) -> None:
+        """Another user's resource is answered as absent, so ids cannot be probed."""
+        if not self.is_admin and self.user_id != user_id:
+            raise NotFoundError(not_found)
+
+
+ADMIN = Principal(user_id=None)
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _resolve(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, session: SessionDep
+) -> Principal | None:
+    if credentials is None or not credentials.credentials:
+        return None
+    presented = credentials.credentials
+    if len(presented) > _MAX_KEY_LENGTH:
+        return None
+    admin_key = _settings(request).ADMIN_API_KEY
+    if admin_key is not None and same_secret(presented, admin_key.get_secret_value()):
+        return ADMIN
+    digest = hash_key(presented)
+    found = await ApiKeyRepository(session).owner_of(digest)
+    if found is None:
+        return None
+    key_id, user_id, stored = found
+    if not same_secret(digest, stored):
+        return None
+    return Principal(user_id=user_id, key_id=key_id)
+
+
+async def authenticate(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    principal = await _resolve(request, credentials, session)
+    if principal is None:
+        message = "Missing API key" if credentials is None else "Invalid or revoked API key"
+        raise UnauthorizedError(message)
+    request.state.principal = principal
+    return principal
+
+
+def caller_is_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> bool:
+    """For open routes (probes) that tell the admin more than anyone else; no database."""
+    admin_key = _settings(request).ADMIN_API_KEY
+    return (
+        credentials is not None
+        and admin_key is not None
+        and len(credentials.credentials) <= _MAX_KEY_LENGTH
+        and same_secret(credentials.credentials, admin_key.get_secret_value())
+    )
+
+
+async def require_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    if not principal.is_admin:
+        raise ForbiddenError("This action needs the admin key")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+AdminDep = Annotated[Principal, Depends(require_admin)]
+CallerIsAdminDep = Annotated[bool, Depends(caller_is_admin)]

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.models import ApiKey, User
+
+
+class ApiKeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def owner_of(self, key_hash: str) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+        """(key id, user id, stored hash) of a live key of an active user; one index probe."""
+        stmt = (
+            select(ApiKey.id, ApiKey.user_id, ApiKey.key_hash)
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None), User.is_active)
+        )
+        row = (await self.session.execute(stmt)).one_or_none()
+        return None if row is None else (row.id, row.user_id, row.key_hash)
+
+    async def add(self, key: ApiKey) -> ApiKey:
+        self.session.add(key)
+        await self.session.flush()
+        await self.session.refresh(key)
+        return key
+
+    async def live_keys(self, user_id: uuid.UUID) -> list[ApiKey]:
+        stmt = (
+            select(ApiKey)
+            .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+            .order_by(ApiKey.created_at, ApiKey.id)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def count_live(self, user_id: uuid.UUID) -> int:
+        stmt = select(func.count()).where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+        return int(await self.session.scalar(stmt) or 0)
+
+    async def revoke(self, user_id: uuid.UUID, key_id: uuid.UUID) -> bool:
+        stmt = (
+            update(ApiKey)
+            .where(ApiKey.id == key_id, ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=func.now())
+            .returning(ApiKey.id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
