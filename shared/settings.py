@@ -15,6 +15,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -153,10 +154,11 @@ class Settings(BaseSettings):
             raise ValueError("ADMIN_API_KEY looks like a placeholder; generate a random one")
         return self
 
-    @model_validator(mode="after")
-    def _rate_limit_parses(self) -> Settings:
-        parse_rate_limit(self.SUBMIT_RATE_LIMIT)
-        return self
+    @field_validator("SUBMIT_RATE_LIMIT")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        parse_rate_limit(value)
+        return value
 
     @property
     def openapi_enabled(self) -> bool:

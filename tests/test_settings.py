@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.settings import Settings, SettingsError, load_settings
+from tests.support.auth import ADMIN_KEY
 
 ENV_EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
 
@@ -60,3 +61,68 @@ def test_the_parts_build_the_url_and_empty_values_are_ignored(
     assert (
         settings.database_url.render_as_string() == "postgresql+asyncpg://postgres@pg:5432/seed_db"
     )
+
+
+def test_an_admin_key_is_required_outside_dev(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "PRD")
+    with pytest.raises(SettingsError, match="ADMIN_API_KEY is required"):
+        load_settings()
+    monkeypatch.setenv("ENVIRONMENT", "DEV")
+    assert load_settings().ADMIN_API_KEY is None
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("aek_" + "k3Y" * 5, "at least 32"),
+        ("a" * 40, "at least 32"),
+        ("changeme-changeme-changeme-changeme-1234", "placeholder"),
+        ("my-Secret-admin-key-0123456789-abcdefghij", "placeholder"),
+        ("aek_EXAMPLE_0123456789abcdefghijklmnopqrstuv", "placeholder"),
+    ],
+)
+def test_a_short_or_placeholder_admin_key_is_refused(
+    monkeypatch: pytest.MonkeyPatch, key: str, reason: str
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "PRD")
+    monkeypatch.setenv("ADMIN_API_KEY", key)
+    with pytest.raises(SettingsError, match=reason) as error:
+        load_settings()
+    assert key not in str(error.value)
+
+
+def test_a_random_admin_key_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "PRD")
+    monkeypatch.setenv("ADMIN_API_KEY", ADMIN_KEY)
+    settings = load_settings()
+    assert settings.ADMIN_API_KEY is not None
+    assert settings.ADMIN_API_KEY.get_secret_value() == ADMIN_KEY
+    assert ADMIN_KEY not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environment", "openapi", "metrics"),
+    [("DEV", True, "public"), ("HML", True, "admin"), ("PRD", False, "admin")],
+)
+def test_docs_and_metrics_exposure_follow_the_environment(
+    monkeypatch: pytest.MonkeyPatch, environment: str, openapi: bool, metrics: str
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", environment)
+    monkeypatch.setenv("ADMIN_API_KEY", ADMIN_KEY)
+    settings = load_settings()
+    assert settings.openapi_enabled is openapi
+    assert settings.metrics_access.value == metrics
+
+
+@pytest.mark.parametrize("value", ["120/minute", "10/second", "5 per 2 hours", "off"])
+def test_rate_limits_in_the_limits_notation_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SUBMIT_RATE_LIMIT", value)
+    assert value == load_settings().SUBMIT_RATE_LIMIT
+
+
+def test_a_malformed_rate_limit_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUBMIT_RATE_LIMIT", "lots")
+    with pytest.raises(SettingsError, match=r"SUBMIT_RATE_LIMIT: .*rate limit 'lots'"):
+        load_settings()

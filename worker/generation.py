@@ -66,11 +66,14 @@ async def _claim(res: WorkerResources, conversation_id: uuid.UUID) -> _Claimed |
     raise Retry(defer=remaining)
 
 
-def _request(claimed: _Claimed) -> GenerationRequest:
+def _request(claimed: _Claimed, *, max_tokens_limit: int) -> GenerationRequest:
     conversation, model_version = claimed.conversation, claimed.model_version
-    max_tokens = conversation.max_tokens
+    # Every generation is bounded: by what was asked, the model's cap and the global limit
+    # (a conversation that names no number gets the tightest cap that applies).
+    caps = [max_tokens_limit]
     if model_version.max_tokens_cap is not None:
-        max_tokens = min(max_tokens or model_version.max_tokens_cap, model_version.max_tokens_cap)
+        caps.append(model_version.max_tokens_cap)
+    max_tokens = min(conversation.max_tokens or min(caps), *caps)
     temperature = conversation.temperature
     if temperature is None:
         temperature = model_version.default_temperature
@@ -118,7 +121,7 @@ async def _generate(res: WorkerResources, claimed: _Claimed) -> GenerationResult
             "provider_unsupported",
             f"no worker client for provider '{claimed.model_version.provider}'",
         )
-    request = _request(claimed)
+    request = _request(claimed, max_tokens_limit=res.settings.MAX_TOKENS_LIMIT)
     with llm_span(res.obs, client.provider, request) as span:
         try:
             # httpx bounds each read; this bounds the whole call, however the server drips.

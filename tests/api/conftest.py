@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+
+from api.main import create_app
+from shared.settings import Settings
+from tests.support.auth import bearer
 
 
 async def create_user(client: httpx.AsyncClient, email: str = "ana@example.com") -> dict[str, Any]:
@@ -46,3 +53,31 @@ async def user(client: httpx.AsyncClient) -> dict[str, Any]:
 @pytest.fixture
 async def model_version(client: httpx.AsyncClient) -> dict[str, Any]:
     return await create_model_version(client)
+
+
+async def issue_key(client: httpx.AsyncClient, user_id: str, name: str | None = None) -> str:
+    """A new API key for `user_id`, issued through the API (the client carries the admin key)."""
+    body = {} if name is None else {"name": name}
+    response = await client.post(f"/users/{user_id}/api-keys", json=body)
+    assert response.status_code == 201, response.text
+    key: str = response.json()["key"]
+    return key
+
+
+@asynccontextmanager
+async def client_of(app: FastAPI, key: str | None) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the same app that presents `key` (or no key at all)."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    headers = {} if key is None else bearer(key)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=headers
+    ) as client:
+        yield client
+
+
+@asynccontextmanager
+async def running_app(settings: Settings, **overrides: Any) -> AsyncIterator[FastAPI]:
+    """An app with some settings changed, its lifespan running."""
+    application = create_app(settings.model_copy(update=overrides))
+    async with application.router.lifespan_context(application):
+        yield application

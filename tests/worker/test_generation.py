@@ -66,6 +66,26 @@ async def test_model_bounds_cap_the_request(
     assert body["options"] == {"num_predict": 8, "temperature": 0.3, "top_p": 0.5}
 
 
+async def test_a_request_naming_no_max_tokens_is_bounded_by_the_global_limit(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    cid = await make_conversation(session_factory)
+    await run_generation(res, cid)
+    body = fake_llm.stats().last_body
+    assert body is not None
+    assert body["options"]["num_predict"] == res.settings.MAX_TOKENS_LIMIT
+
+
+async def test_the_global_limit_caps_an_older_row_that_asked_for_more(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    cid = await make_conversation(session_factory, max_tokens=res.settings.MAX_TOKENS_LIMIT + 500)
+    await run_generation(res, cid)
+    body = fake_llm.stats().last_body
+    assert body is not None
+    assert body["options"]["num_predict"] == res.settings.MAX_TOKENS_LIMIT
+
+
 @pytest.mark.parametrize(
     ("status", "code"),
     [(404, "llm_model_not_found"), (400, "llm_bad_request")],
