@@ -42,17 +42,20 @@ alembic_migrate: install ## Generate a migration: make alembic_migrate msg="desc
 	@test -n "$(msg)" || (echo 'usage: make alembic_migrate msg="describe change"' && exit 2)
 	$(BIN)/python -m alembic revision --autogenerate -m "$(msg)"
 
-run: prestart ## Run the service: migrations, then the API and a worker (LLM=local: + a small model)
+dev_admin_key: install ## In DEV, create an admin key in .env when there is none (printed once)
+	@$(BIN)/python scripts/dev_admin_key.py
+
+run: prestart dev_admin_key ## Run the service: migrations, then the API and a worker (LLM=local: + a small model)
 	API_HOST=$(API_HOST) API_PORT=$(API_PORT) BIN=$(BIN) LOCAL_LLM_PORT=$(LOCAL_LLM_PORT) \
 	WITH_LOCAL_LLM=$(if $(filter local,$(LLM)),1,0) scripts/run_local.sh
 
-run_api: prestart ## Run the API alone
+run_api: prestart dev_admin_key ## Run the API alone
 	$(BIN)/python -m uvicorn --factory api.main:create_app --host $(API_HOST) --port $(API_PORT) --no-access-log
 
 run_worker: install ## Run one worker
 	$(BIN)/python -m worker
 
-run_dev: prestart ## Run the API with auto-reload
+run_dev: prestart dev_admin_key ## Run the API with auto-reload
 	$(BIN)/python -m uvicorn --factory api.main:create_app --host $(API_HOST) --port $(API_PORT) --reload --no-access-log
 
 test: install ## Run the whole test suite against the local PostgreSQL and Redis
@@ -99,6 +102,6 @@ stack_up: ## Start the whole stack in Docker (api, worker, postgres, redis, olla
 stack_down: ## Stop the whole stack
 	$(COMPOSE) --profile obs down
 
-.PHONY: help install project_init lock prestart alembic_upgrade alembic_migrate run run_api \
+.PHONY: help install project_init lock prestart dev_admin_key alembic_upgrade alembic_migrate run run_api \
 	run_worker run_dev test run_test lint format db_up db_down llm_up llm_down llm_local obs_up obs_down \
 	stack_up stack_down

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests import database  # noqa: E402
 from tests.e2e.processes import Process, start_api, start_worker  # noqa: E402
+from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY  # noqa: E402
 from tests.support.fake_llm_process import FakeLLMProcess  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -145,7 +146,9 @@ async def load(base_url: str, request: Request, *, total: int, concurrency: int)
     result, indexes = Load(), iter(range(total))
     deadline = time.monotonic() + LEVEL_SECONDS
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    client = httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30, trust_env=False)
+    client = httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=30, trust_env=False, headers=ADMIN_HEADERS
+    )
 
     async def lane() -> None:
         for index in indexes:
@@ -189,7 +192,9 @@ def poller(ids: list[str]) -> Request:
 
 def new_user_and_model(base_url: str) -> tuple[str, str]:
     tag = uuid.uuid4().hex[:8]
-    with httpx.Client(base_url=base_url, timeout=10, trust_env=False) as client:
+    with httpx.Client(
+        base_url=base_url, timeout=10, trust_env=False, headers=ADMIN_HEADERS
+    ) as client:
         user = client.post("/users", json={"email": f"bench-{tag}@example.com"})
         model = client.post(
             "/model-versions",
@@ -257,7 +262,9 @@ def wait_drained(base_url: str, user_id: str) -> tuple[int, list[dict[str, Any]]
     """Wait (bounded) until no conversation of the user is unfinished; then read them all."""
     deadline = time.monotonic() + DRAIN_SECONDS
     rows: list[dict[str, Any]] = []
-    with httpx.Client(base_url=base_url, timeout=30, trust_env=False) as client:
+    with httpx.Client(
+        base_url=base_url, timeout=30, trust_env=False, headers=ADMIN_HEADERS
+    ) as client:
         while (left := unfinished(client, user_id)) and time.monotonic() < deadline:
             time.sleep(0.25)
         for offset in range(0, 100_000, 100):
@@ -322,6 +329,11 @@ def stack_env(db_url: URL, queue_name: str, llm_url: str) -> dict[str, str]:
         "LOG_FORMAT": "JSON",
         "LOG_LEVEL": "INFO",
         "ENVIRONMENT": "DEV",
+        "ADMIN_API_KEY": ADMIN_KEY,
+        # The benchmark measures the service, not its per-user limits.
+        "SUBMIT_RATE_LIMIT": "off",
+        "MAX_ACTIVE_CONVERSATIONS_PER_USER": "0",
+        "QUEUE_MAX_DEPTH": "0",
     }
 
 

@@ -417,6 +417,17 @@ def spawn_server(
 # --- registering the model with the API -----------------------------------------------------
 
 
+def admin_key() -> str | None:
+    """The admin key the API runs with: the environment's, else the one in `.env`."""
+    key = os.environ.get("ADMIN_API_KEY")
+    env_file = Path(__file__).resolve().parent.parent / ".env"
+    if not key and env_file.exists():
+        for line in env_file.read_text().splitlines():
+            if line.startswith("ADMIN_API_KEY="):
+                key = line.partition("=")[2].strip().strip("'\"")
+    return key or None
+
+
 def register_model_version(
     api_url: str,
     *,
@@ -432,7 +443,9 @@ def register_model_version(
     """
     wanted = {"provider": provider, "model_name": model_name, "version_tag": version_tag}
     root = api_url.rstrip("/")
-    with httpx.Client(base_url=root, timeout=timeout, trust_env=False) as http:
+    key = admin_key()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with httpx.Client(base_url=root, timeout=timeout, trust_env=False, headers=headers) as http:
         response = http.post("/model-versions", json=wanted)
         if response.status_code == 201:
             return str(response.json()["id"])

@@ -38,6 +38,7 @@ from tests import database  # noqa: E402
 from tests.e2e.conftest import stack_env  # noqa: E402
 from tests.e2e.processes import Process, start_api, start_worker  # noqa: E402
 from tests.faults.conftest import SETTLED, Database, RedisServer  # noqa: E402
+from tests.support.auth import ADMIN_HEADERS  # noqa: E402
 from tests.support.fake_llm import FakeLLMServer  # noqa: E402
 
 # More attempts and slower retries than the tests: a few seconds of 503 should not fail much.
@@ -144,7 +145,7 @@ def submit_all(soak: Soak, user_id: str, model_id: str, count: int, rate: float)
     accepted: list[str] = []
     errors: Counter[str] = Counter()
     began = time.monotonic()
-    with httpx.Client(base_url=soak.base_url, timeout=15) as client:
+    with httpx.Client(base_url=soak.base_url, timeout=15, headers=ADMIN_HEADERS) as client:
         for i in range(count):
             time.sleep(max(0.0, began + i / rate - time.monotonic()))
             body = {"user_id": user_id, "model_version_id": model_id, "prompt": f"soak {i}"}
@@ -247,7 +248,7 @@ def run(args: argparse.Namespace) -> bool:
         database.migrate(db_url)
         soak.api, soak.base_url = start_api(env, workdir)
         soak.workers = [start_worker(env, workdir) for _ in range(args.workers)]
-        with httpx.Client(base_url=soak.base_url, timeout=15) as client:
+        with httpx.Client(base_url=soak.base_url, timeout=15, headers=ADMIN_HEADERS) as client:
             user = client.post("/users", json={"email": "soak@example.com"}).json()
             model = client.post(
                 "/model-versions",

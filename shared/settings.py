@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
@@ -137,21 +138,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _admin_key_is_real(self) -> Settings:
-        key = self.ADMIN_API_KEY.get_secret_value() if self.ADMIN_API_KEY else None
-        if key is None:
+        if self.ADMIN_API_KEY is None:
             if self.ENVIRONMENT != Environment.DEV:
                 raise ValueError(
-                    "ADMIN_API_KEY is required outside ENVIRONMENT=DEV "
-                    "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                    "ADMIN_API_KEY is required outside ENVIRONMENT=DEV (make one with: "
+                    "python -c 'import secrets; print(\"aek_admin_\" + secrets.token_urlsafe(32))')"
                 )
             return self
-        lowered = key.lower()
-        if len(key) < ADMIN_KEY_MIN_LENGTH or len(set(key)) < 8:
-            raise ValueError(
-                f"ADMIN_API_KEY must be at least {ADMIN_KEY_MIN_LENGTH} random characters"
-            )
-        if any(marker in lowered for marker in _PLACEHOLDER_MARKERS):
-            raise ValueError("ADMIN_API_KEY looks like a placeholder; generate a random one")
+        problem = admin_key_problem(self.ADMIN_API_KEY.get_secret_value())
+        if problem is not None:
+            raise ValueError(f"ADMIN_API_KEY {problem}")
         return self
 
     @field_validator("SUBMIT_RATE_LIMIT")
@@ -192,6 +188,23 @@ class Settings(BaseSettings):
     @property
     def ollama_base_url(self) -> str:
         return str(self.OLLAMA_BASE_URL).rstrip("/")
+
+
+def admin_key_problem(key: str) -> str | None:
+    """Why `key` is no admin key to accept (too short, too uniform, a placeholder), or None."""
+    if len(key) < ADMIN_KEY_MIN_LENGTH or len(set(key)) < 8:
+        return f"must be at least {ADMIN_KEY_MIN_LENGTH} random characters"
+    if any(marker in key.lower() for marker in _PLACEHOLDER_MARKERS):
+        return "looks like a placeholder; generate a random one"
+    return None
+
+
+def generate_admin_key() -> str:
+    """A fresh admin key that passes the checks above (a random one almost always does)."""
+    while True:
+        key = "aek_admin_" + secrets.token_urlsafe(32)
+        if admin_key_problem(key) is None:
+            return key
 
 
 def parse_rate_limit(value: str) -> RateLimitItem | None:
