@@ -12,7 +12,15 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
-from tests.api.conftest import assert_error, client_of, create_model_version, create_user, issue_key
+from shared.settings import Settings
+from tests.api.conftest import (
+    assert_error,
+    client_of,
+    create_model_version,
+    create_user,
+    issue_key,
+    running_app,
+)
 
 # Routes a probe or scraper reaches without a key; everything else must refuse a stranger.
 OPEN_ROUTES = {("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/health/db")}
@@ -259,3 +267,26 @@ async def test_a_user_sees_and_acts_on_its_own_conversations_only(
     still = await client.get(f"/conversations/{theirs}")
     assert still.json()["status"] == "pending"
     assert (await client.get("/conversations")).headers["X-Total-Count"] == "3"
+
+
+async def test_a_revoked_key_is_refused_by_every_replica_at_once(
+    settings: Settings, client: httpx.AsyncClient
+) -> None:
+    """Two API processes (replicas) on one database: no replica keeps a key alive."""
+    user = await create_user(client)
+    key = await issue_key(client, user["id"])
+    async with (
+        running_app(settings) as replica_a,
+        running_app(settings) as replica_b,
+        client_of(replica_a, key) as via_a,
+        client_of(replica_b, key) as via_b,
+    ):
+        assert (await via_a.get("/conversations")).status_code == 200
+        assert (await via_b.get("/conversations")).status_code == 200
+        key_id = (await via_a.get(f"/users/{user['id']}/api-keys")).json()[0]["id"]
+        assert (await via_a.delete(f"/users/{user['id']}/api-keys/{key_id}")).status_code == 204
+        assert_error(await via_b.get("/conversations"), 401, "unauthorized")
+
+
+def test_worker_metrics_listen_on_loopback_unless_told_otherwise() -> None:
+    assert Settings(_env_file=None).WORKER_METRICS_HOST == "127.0.0.1"  # type: ignore[call-arg]
