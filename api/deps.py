@@ -10,7 +10,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import SessionFactory, unit_of_work
-from shared.schemas.common import Page
+from shared.schemas.common import MAX_OFFSET, Page
 from shared.settings import Settings
 
 
@@ -37,7 +37,9 @@ def get_queue(request: Request) -> ArqRedis:
 
 def get_page(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Rows to skip")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip (at most 2^63 - 1)")
+    ] = 0,
 ) -> Page:
     return Page(limit=limit, offset=offset)
 

@@ -2,18 +2,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
-from shared.schemas.common import ReadModel, StrictInput
+from shared.schemas.common import Name128, ReadModel, StrictInput
 
-KeyName = Annotated[
-    str,
-    StringConstraints(
-        min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"
-    ),
-]
+KeyName = Name128
 
 
 class ApiKeyCreate(StrictInput):

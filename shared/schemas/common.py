@@ -2,7 +2,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, model_validator
+
+# The patterns below are what the server checks and what the OpenAPI document shows, so a
+# client can validate before sending. Values are matched after surrounding whitespace is
+# stripped (`StrictInput`), which is why "not blank" is a pattern and not just `minLength: 1`.
+
+# PostgreSQL cannot store U+0000 in text: refused here instead of failing the insert.
+NO_NUL = r"^[^\x00]*$"
+NO_NUL_NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# A one-line name: no control character at all (Unicode category Cc: C0, DEL and C1).
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+SINGLE_LINE_NOT_BLANK = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*$"
+
+# The largest OFFSET PostgreSQL takes (a bigint); a larger one would fail the query.
+MAX_OFFSET = 2**63 - 1
 
 
 class StrictInput(BaseModel):
@@ -31,7 +45,16 @@ class Page(BaseModel):
     """Paging parameters shared by every list route."""
 
     limit: Annotated[int, Field(ge=1, le=100)] = 50
-    offset: Annotated[int, Field(ge=0)] = 0
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
 
 
-Name128 = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Name128 = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=SINGLE_LINE_NOT_BLANK)
+]
+
+# Numbers in request bodies are JSON numbers: `"1"`, `"1.0"` and `true` are refused, not
+# coerced, and so are NaN and ±Infinity (Python's json module parses those literals). An
+# integer is still a valid float (`"temperature": 1`).
+Temperature = Annotated[float, Strict(), Field(ge=0, le=2, allow_inf_nan=False)]
+Probability = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]
+TokenCount = Annotated[int, Strict(), Field(ge=1, le=1_000_000)]

@@ -8,10 +8,20 @@ from typing import Annotated
 from pydantic import Field, StringConstraints
 
 from shared.models import ConversationStatus
-from shared.schemas.common import ReadModel, StrictInput
+from shared.schemas.common import (
+    NO_NUL,
+    NO_NUL_NOT_BLANK,
+    Probability,
+    ReadModel,
+    StrictInput,
+    Temperature,
+    TokenCount,
+)
 
-Prompt = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
-LongText = Annotated[str, StringConstraints(max_length=100_000)]
+Prompt = Annotated[
+    str, StringConstraints(min_length=1, max_length=100_000, pattern=NO_NUL_NOT_BLANK)
+]
+LongText = Annotated[str, StringConstraints(max_length=100_000, pattern=NO_NUL)]
 
 
 class ConversationOrder(StrEnum):
@@ -31,9 +41,9 @@ class ConversationCreate(StrictInput):
     prompt: Prompt
     system_instruction: LongText | None = None
     context: LongText | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    max_tokens: TokenCount | None = None
     response: LongText | None = Field(
         default=None,
         description="Give it to store an answered conversation (201); omit it to have a "

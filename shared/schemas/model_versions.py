@@ -3,14 +3,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
 
-from pydantic import Field
-
-from shared.schemas.common import Name128, ReadModel, StrictInput
-
-MaxTokensCap = Annotated[int, Field(ge=1, le=1_000_000)]
-Temperature = Annotated[float, Field(ge=0, le=2)]
+from shared.schemas.common import Name128, ReadModel, StrictInput, Temperature, TokenCount
 
 
 class ModelVersionOrder(StrEnum):
@@ -24,7 +18,7 @@ class ModelVersionCreate(StrictInput):
     provider: Name128
     model_name: Name128
     version_tag: Name128
-    max_tokens_cap: MaxTokensCap | None = None
+    max_tokens_cap: TokenCount | None = None
     default_temperature: Temperature | None = None
 
 
@@ -34,7 +28,7 @@ class ModelVersionUpdate(StrictInput):
     provider: Name128 | None = None
     model_name: Name128 | None = None
     version_tag: Name128 | None = None
-    max_tokens_cap: MaxTokensCap | None = None
+    max_tokens_cap: TokenCount | None = None
     default_temperature: Temperature | None = None
 
 

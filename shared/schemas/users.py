@@ -9,9 +9,15 @@ from pydantic import StringConstraints
 
 from shared.schemas.common import ReadModel, StrictInput
 
+# Something@something.something, with no whitespace or control character (Unicode Cc) anywhere.
+_EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
 Email = Annotated[
     str,
-    StringConstraints(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    StringConstraints(
+        min_length=3,
+        max_length=320,
+        pattern=rf"^{_EMAIL_CHAR}+@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}+$",
+    ),
 ]
 
 
