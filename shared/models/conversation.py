@@ -28,6 +28,10 @@ TERMINAL_STATUSES = frozenset(
 )
 _STATUS_VALUES = ", ".join(f"'{s.value}'" for s in ConversationStatus)
 
+# Named by the metadata's convention: fk_<table>_<column>_<referred table>.
+USER_FOREIGN_KEY = "fk_conversation_user_id_user"
+MODEL_VERSION_FOREIGN_KEY = "fk_conversation_model_version_id_model_version"
+
 
 class Conversation(Record):
     __tablename__ = "conversation"

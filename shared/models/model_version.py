@@ -5,6 +5,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Record
 
+# One active registration per (provider, model_name, version_tag).
+ACTIVE_TRIPLE_UNIQUE_INDEX = "uq_model_version_active_triple"
+
 
 class ModelVersion(Record):
     __tablename__ = "model_version"
@@ -18,7 +21,7 @@ class ModelVersion(Record):
 
     __table_args__ = (
         Index(
-            "uq_model_version_active_triple",
+            ACTIVE_TRIPLE_UNIQUE_INDEX,
             "provider",
             "model_name",
             "version_tag",

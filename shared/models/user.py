@@ -15,4 +15,5 @@ class User(Record):
 
 
 # Emails are unique whatever their case; a soft-deleted user keeps its address.
-Index("uq_user_email_lower", func.lower(User.email), unique=True)
+EMAIL_UNIQUE_INDEX = "uq_user_email_lower"
+Index(EMAIL_UNIQUE_INDEX, func.lower(User.email), unique=True)

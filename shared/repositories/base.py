@@ -1,15 +1,33 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.errors import AppError
 from shared.models.base import Record
 
 RecordT = TypeVar("RecordT", bound=Record)
+
+# A constraint (unique index, foreign key) by name → the error a write violating it means.
+Violations = Mapping[str, AppError]
+
+# SQLSTATEs of the violations a concurrent request can cause between a check and a write.
+_RACE_SQLSTATES = frozenset({"23505", "23503"})  # unique_violation, foreign_key_violation
+
+
+def violated_constraint(exc: IntegrityError) -> str | None:
+    """The unique index or foreign key a failed write ran into, as PostgreSQL names it."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) not in _RACE_SQLSTATES:
+        return None
+    # The driver's own error (asyncpg's) carries the name; SQLAlchemy's adapter chains it.
+    name = getattr(getattr(orig, "__cause__", None), "constraint_name", None)
+    return name if isinstance(name, str) else None
 
 
 class RecordRepository(Generic[RecordT]):
@@ -31,11 +49,31 @@ class RecordRepository(Generic[RecordT]):
         result: RecordT | None = (await self.session.execute(stmt)).scalar_one_or_none()
         return result
 
-    async def add(self, record: RecordT) -> RecordT:
+    async def add(self, record: RecordT, *, violations: Violations | None = None) -> RecordT:
+        """Insert `record`; see `flush` for `violations`."""
         self.session.add(record)
-        await self.session.flush()
+        await self.flush(violations)
         await self.session.refresh(record)
         return record
+
+    async def flush(self, violations: Violations | None = None) -> None:
+        """Write pending changes; a write refused by a constraint in `violations` raises the
+        error mapped to it.
+
+        The services check uniqueness and existence before writing, but a concurrent request
+        can commit the same email, or remove a referenced row, between the check and the
+        write. The database then refuses the write, and the caller gets the answer the check
+        would have given (409, 404) instead of a 500. Other integrity errors are bugs and
+        propagate.
+        """
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            error = (violations or {}).get(violated_constraint(exc) or "")
+            if error is None:
+                raise
+            # Not chained: the driver's message quotes the row's values (an email, a prompt).
+            raise error from None
 
     async def list_page(
         self,
@@ -61,7 +99,8 @@ class RecordRepository(Generic[RecordT]):
         rows: list[RecordT] = list((await self.session.scalars(stmt)).all())
         return rows, int(total or 0)
 
-    async def refresh(self, record: RecordT) -> RecordT:
-        await self.session.flush()
+    async def refresh(self, record: RecordT, *, violations: Violations | None = None) -> RecordT:
+        """Write `record`'s changes and read it back; see `flush` for `violations`."""
+        await self.flush(violations)
         await self.session.refresh(record)
         return record

@@ -8,11 +8,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import BadRequestError, ConflictError, NotFoundError, TooManyRequestsError
 from shared.models import Conversation, ConversationStatus
+from shared.models.conversation import MODEL_VERSION_FOREIGN_KEY, USER_FOREIGN_KEY
 from shared.repositories.conversations import CONVERSATION_ORDER, ConversationRepository
 from shared.schemas.common import Page
 from shared.schemas.conversations import ConversationCreate, ConversationOrder, ConversationUpdate
-from shared.services.model_versions import get_model_version
-from shared.services.users import get_user
+from shared.services.model_versions import MODEL_VERSION_NOT_FOUND, get_model_version
+from shared.services.users import USER_NOT_FOUND, get_user
 
 CONVERSATION_NOT_FOUND = "Conversation not found"
 # A full user waits for one of its conversations to finish; a few seconds is a fair guess.
@@ -68,7 +69,14 @@ async def create_conversation(
         status = ConversationStatus.COMPLETED
         values["completed_at"] = datetime.now(UTC)
     conversation = Conversation(**values, status=status.value, trace_id=trace_id)
-    return await ConversationRepository(session).add(conversation)
+    # The user or model version may be removed after the checks above: answered as if gone.
+    return await ConversationRepository(session).add(
+        conversation,
+        violations={
+            USER_FOREIGN_KEY: NotFoundError(USER_NOT_FOUND),
+            MODEL_VERSION_FOREIGN_KEY: NotFoundError(MODEL_VERSION_NOT_FOUND),
+        },
+    )
 
 
 async def get_conversation(

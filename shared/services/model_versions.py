@@ -6,6 +6,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import ConflictError, NotFoundError
 from shared.models import ModelVersion
+from shared.models.model_version import ACTIVE_TRIPLE_UNIQUE_INDEX
+from shared.repositories.base import Violations
 from shared.repositories.model_versions import MODEL_VERSION_ORDER, ModelVersionRepository
 from shared.schemas.common import Page
 from shared.schemas.model_versions import ModelVersionCreate, ModelVersionOrder, ModelVersionUpdate
@@ -20,22 +22,26 @@ async def _ensure_unique(
     model_name: str,
     version_tag: str,
     excluding: uuid.UUID | None = None,
-) -> None:
+) -> Violations:
+    """409 when an active version has the triple; else the same 409 for the unique index,
+    which decides when a concurrent request registers the triple after this check."""
+    conflict = ConflictError(
+        "Model version already registered",
+        details={"provider": provider, "model_name": model_name, "version_tag": version_tag},
+    )
     if await repo.triple_taken(
         provider=provider, model_name=model_name, version_tag=version_tag, excluding=excluding
     ):
-        raise ConflictError(
-            "Model version already registered",
-            details={"provider": provider, "model_name": model_name, "version_tag": version_tag},
-        )
+        raise conflict
+    return {ACTIVE_TRIPLE_UNIQUE_INDEX: conflict}
 
 
 async def create_model_version(session: AsyncSession, *, data: ModelVersionCreate) -> ModelVersion:
     repo = ModelVersionRepository(session)
-    await _ensure_unique(
+    violations = await _ensure_unique(
         repo, provider=data.provider, model_name=data.model_name, version_tag=data.version_tag
     )
-    return await repo.add(ModelVersion(**data.model_dump()))
+    return await repo.add(ModelVersion(**data.model_dump()), violations=violations)
 
 
 async def get_model_version(session: AsyncSession, *, model_version_id: uuid.UUID) -> ModelVersion:
@@ -63,10 +69,10 @@ async def update_model_version(
         key: changes.get(key, getattr(model_version, key))
         for key in ("provider", "model_name", "version_tag")
     }
-    await _ensure_unique(repo, excluding=model_version.id, **merged)
+    violations = await _ensure_unique(repo, excluding=model_version.id, **merged)
     for key, value in changes.items():
         setattr(model_version, key, value)
-    return await repo.refresh(model_version)
+    return await repo.refresh(model_version, violations=violations)
 
 
 async def delete_model_version(session: AsyncSession, *, model_version_id: uuid.UUID) -> None:

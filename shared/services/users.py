@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import ConflictError, NotFoundError
 from shared.models import User
+from shared.models.user import EMAIL_UNIQUE_INDEX
 from shared.repositories.users import USER_ORDER, UserRepository
 from shared.schemas.common import Page
 from shared.schemas.users import UserCreate, UserOrder, UserUpdate
@@ -19,9 +20,11 @@ def _email_conflict(email: str) -> ConflictError:
 
 async def create_user(session: AsyncSession, *, data: UserCreate) -> User:
     repo = UserRepository(session)
+    conflict = _email_conflict(data.email)
     if await repo.email_taken(data.email):
-        raise _email_conflict(data.email)
-    return await repo.add(User(email=data.email))
+        raise conflict
+    # A concurrent request may take the email after the check: the unique index decides.
+    return await repo.add(User(email=data.email), violations={EMAIL_UNIQUE_INDEX: conflict})
 
 
 async def get_user(session: AsyncSession, *, user_id: uuid.UUID, for_update: bool = False) -> User:
@@ -42,11 +45,13 @@ async def list_users(
 async def update_user(session: AsyncSession, *, user_id: uuid.UUID, data: UserUpdate) -> User:
     repo = UserRepository(session)
     user = await get_user(session, user_id=user_id)
-    if data.email is not None and data.email != user.email:
-        if await repo.email_taken(data.email, excluding=user.id):
-            raise _email_conflict(data.email)
-        user.email = data.email
-    return await repo.refresh(user)
+    if data.email is None or data.email == user.email:
+        return user
+    conflict = _email_conflict(data.email)
+    if await repo.email_taken(data.email, excluding=user.id):
+        raise conflict
+    user.email = data.email
+    return await repo.refresh(user, violations={EMAIL_UNIQUE_INDEX: conflict})
 
 
 async def delete_user(session: AsyncSession, *, user_id: uuid.UUID) -> None:
