@@ -62,7 +62,12 @@ async def database(request: Request) -> Any:
     return _unavailable({"database": "unreachable"})
 
 
-@router.get("/ready", responses=error_responses(503))
+@router.get(
+    "/ready",
+    responses=error_responses(503),
+    # The key is optional here (probes send none); the empty requirement says so.
+    openapi_extra={"security": [{}]},
+)
 async def ready(request: Request, admin: CallerIsAdminDep) -> Any:
     """Ready for traffic: the database and Redis both answer.
 

@@ -79,7 +79,7 @@ async def delete_user(user_id: uuid.UUID, session: SessionDep, _: AdminDep) -> N
     "/{user_id}/api-keys",
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
-    responses=error_responses(404, 409, 422, 503),
+    responses=error_responses(400, 404, 409, 422, 503),
 )
 async def create_api_key(
     user_id: uuid.UUID,

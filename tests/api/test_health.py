@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from api.main import create_app
 from shared.settings import Settings
-from tests.api.conftest import assert_error
+from tests.api.conftest import assert_error, client_of
 from tests.support.auth import ADMIN_HEADERS
 
 
@@ -39,6 +40,15 @@ async def test_ready_and_metrics_report_the_pending_work(client: httpx.AsyncClie
     assert "oldest_pending_age_seconds " in metrics
     assert 'conversations_submitted_total{mode="queued"} 2.0' in metrics
     assert 'http_requests_total{method="POST",route="/conversations",status="202"} 2.0' in metrics
+
+
+async def test_ready_documents_its_key_as_optional(app: FastAPI) -> None:
+    # Probes call it without a key; the document must not say one is required.
+    operation = app.openapi()["paths"]["/health/ready"]["get"]
+    assert {} in operation["security"]
+    assert {"HTTPBearer": []} in operation["security"]
+    async with client_of(app, None) as anonymous:
+        assert (await anonymous.get("/health/ready")).json() == {"status": "ok"}
 
 
 @pytest.mark.usefixtures("clean_db")

@@ -30,6 +30,13 @@ def test_every_route_declares_its_error_statuses(app: FastAPI) -> None:
     assert {"201", "202", "400", "404"} <= set(post)
 
 
+def test_every_route_taking_a_body_documents_the_malformed_json_status(app: FastAPI) -> None:
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            if "requestBody" in operation:
+                assert "400" in operation["responses"], (method, path)
+
+
 @pytest.mark.parametrize(
     ("switches", "openapi", "docs"),
     [

@@ -5,6 +5,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.api.conftest import assert_error, create_user
 
@@ -126,3 +127,16 @@ async def test_delete_is_soft_and_hides_the_user(
     assert_error(await client.delete(f"/users/{user['id']}"), 404, "not_found")
     # The address stays reserved: a deleted account is not silently re-created.
     assert_error(await client.post("/users", json={"email": user["email"]}), 409, "conflict")
+
+
+async def test_a_malformed_key_request_is_a_documented_bad_request(
+    app: FastAPI, client: httpx.AsyncClient, user: dict[str, Any]
+) -> None:
+    response = await client.post(
+        f"/users/{user['id']}/api-keys",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error(response, 400, "bad_request")
+    responses = app.openapi()["paths"]["/users/{user_id}/api-keys"]["post"]["responses"]
+    assert "400" in responses
