@@ -2,7 +2,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticKnownError
 
 # The patterns below are what the server checks and what the OpenAPI document shows, so a
 # client can validate before sending. Values are matched after surrounding whitespace is
@@ -52,9 +61,18 @@ Name128 = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=SINGLE_LINE_NOT_BLANK)
 ]
 
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's `integer` is any number without a fraction, `2.0` included, so only
+    # strings and booleans are refused before the usual integer check (which refuses 2.5).
+    if isinstance(value, str | bool):
+        raise PydanticKnownError("int_type")
+    return value
+
+
 # Numbers in request bodies are JSON numbers: `"1"`, `"1.0"` and `true` are refused, not
 # coerced, and so are NaN and ±Infinity (Python's json module parses those literals). An
-# integer is still a valid float (`"temperature": 1`).
+# integer is still a valid float (`"temperature": 1`), and `2.0` a valid integer.
 Temperature = Annotated[float, Strict(), Field(ge=0, le=2, allow_inf_nan=False)]
 Probability = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]
-TokenCount = Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
+TokenCount = Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_json_integer)]

@@ -284,19 +284,50 @@ async def test_model_version_numbers_are_not_coerced(
     _assert_refused_field(response, field)
 
 
-async def test_a_whole_number_is_a_valid_float_but_a_fraction_is_no_integer(
-    client: httpx.AsyncClient,
-) -> None:
+async def test_numbers_are_read_as_json_schema_reads_them(client: httpx.AsyncClient) -> None:
+    # `number` includes integers; `integer` includes numbers without a fraction (2.0).
     owners = await _owners(client)
-    payload = {**owners, "prompt": "hi", "response": "ok", "temperature": 1, "top_p": 0}
+    payload = {
+        **owners,
+        "prompt": "hi",
+        "response": "ok",
+        "temperature": 1,
+        "top_p": 0,
+        "max_tokens": 64.0,
+    }
     response = await client.post("/conversations", json=payload)
     assert response.status_code == 201, response.text
-    assert response.json()["temperature"] == 1.0
-    assert response.json()["top_p"] == 0.0
-    created = await create_model_version(client, model_name="ints", default_temperature=2)
-    assert created["default_temperature"] == 2.0
-    payload = {**owners, "prompt": "hi", "response": "ok", "max_tokens": 1.0}
+    body = response.json()
+    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (1.0, 0.0, 64)
+    created = await create_model_version(
+        client, model_name="ints", default_temperature=2, max_tokens_cap=1e3
+    )
+    assert (created["default_temperature"], created["max_tokens_cap"]) == (2.0, 1000)
+    payload = {**owners, "prompt": "hi", "response": "ok", "max_tokens": 64.5}
     _assert_refused_field(await client.post("/conversations", json=payload), "max_tokens")
+
+
+@pytest.mark.parametrize(
+    ("schema", "field", "minimum", "maximum"),
+    [
+        ("ConversationCreate", "temperature", 0, 2),
+        ("ConversationCreate", "top_p", 0, 1),
+        ("ConversationCreate", "max_tokens", 1, None),
+        ("ModelVersionCreate", "default_temperature", 0, 2),
+        ("ModelVersionCreate", "max_tokens_cap", 1, 1_000_000),
+        ("ModelVersionUpdate", "max_tokens_cap", 1, 1_000_000),
+    ],
+)
+async def test_the_document_bounds_the_numbers(
+    client: httpx.AsyncClient, schema: str, field: str, minimum: int, maximum: int | None
+) -> None:
+    openapi = (await client.get("/openapi.json")).json()
+    prop = openapi["components"]["schemas"][schema]["properties"][field]
+    (typed,) = [p for p in prop["anyOf"] if p["type"] != "null"]
+    assert typed["type"] in {"number", "integer"}
+    assert typed["minimum"] == minimum
+    if maximum is not None:
+        assert typed["maximum"] == maximum
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
