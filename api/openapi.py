@@ -1,12 +1,17 @@
-"""The OpenAPI document, with the limits that are settings written into it.
+"""The OpenAPI document, with the limits that are settings written into it, and its links.
 
 The request schemas carry fixed outer bounds; an operator may set tighter ones
 (`PROMPT_MAX_CHARS`, `MAX_TOKENS_LIMIT`, ...). The document must say what this server really
 accepts, so the configured numbers replace the fixed ones here.
+
+Links say where the ids a response returns lead: from a model version to a submission, from a
+submission to polling, editing, cancelling and deleting it and to its owner, from a new key to
+its revocation. Clients and stateful API testers follow them.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
@@ -31,6 +36,58 @@ def _apply(prop: dict[str, Any], bounds: dict[str, int]) -> None:
         target.update(bounds)
 
 
+def _link(
+    method: str, path: str, body: dict[str, str] | None = None, **parameters: str
+) -> dict[str, Any]:
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    link: dict[str, Any] = {"operationRef": f"#/paths/{pointer}/{method}"}
+    if parameters:
+        link["parameters"] = parameters
+    if body is not None:
+        link["requestBody"] = body
+    return link
+
+
+_ID = "$response.body#/id"
+_CONVERSATION = "/conversations/{conversation_id}"
+# (path, method) of the source operation -> the links of each of its 2xx responses.
+_LINKS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
+    ("/model-versions", "get"): {
+        "SubmitConversation": _link(
+            "post", "/conversations", body={"model_version_id": "$response.body#/0/id"}
+        ),
+    },
+    ("/model-versions/{model_version_id}", "get"): {
+        "SubmitConversation": _link("post", "/conversations", body={"model_version_id": _ID}),
+    },
+    ("/conversations", "post"): {
+        "GetConversation": _link("get", _CONVERSATION, conversation_id=_ID),
+        "UpdateConversation": _link("patch", _CONVERSATION, conversation_id=_ID),
+        "CancelConversation": _link("post", f"{_CONVERSATION}/cancel", conversation_id=_ID),
+        "DeleteConversation": _link("delete", _CONVERSATION, conversation_id=_ID),
+        "GetOwner": _link("get", "/users/{user_id}", user_id="$response.body#/user_id"),
+    },
+    ("/users/{user_id}/api-keys", "post"): {
+        "RevokeKey": _link(
+            "delete",
+            "/users/{user_id}/api-keys/{key_id}",
+            user_id="$response.body#/user_id",
+            key_id=_ID,
+        ),
+    },
+}
+
+
+def _add_links(schema: dict[str, Any]) -> None:
+    for (path, method), links in _LINKS.items():
+        operation = schema["paths"].get(path, {}).get(method)
+        if operation is None:
+            continue
+        for status, response in operation["responses"].items():
+            if status.startswith("2"):
+                response["links"] = copy.deepcopy(links)
+
+
 def install_openapi(app: FastAPI, settings: Settings) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -47,6 +104,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
             if create is not None:
                 for field, bounds in _limits(settings).items():
                     _apply(create["properties"][field], bounds)
+            _add_links(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -35,6 +37,38 @@ def test_every_route_taking_a_body_documents_the_malformed_json_status(app: Fast
         for method, operation in operations.items():
             if "requestBody" in operation:
                 assert "400" in operation["responses"], (method, path)
+
+
+def _target(document: dict[str, Any], link: dict[str, Any]) -> dict[str, Any]:
+    path, method = link["operationRef"].removeprefix("#/paths/").rsplit("/", 1)
+    operation: dict[str, Any] = document["paths"][path.replace("~1", "/").replace("~0", "~")]
+    return operation[method]
+
+
+def test_links_lead_to_operations_and_fields_that_exist(app: FastAPI) -> None:
+    document = app.openapi()
+    schemas = document["components"]["schemas"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                for name, link in response.get("links", {}).items():
+                    where = (method, path, status, name)
+                    assert status.startswith("2"), where
+                    target = _target(document, link)
+                    parameters = target.get("parameters", [])
+                    required = {p["name"] for p in parameters if p["in"] == "path"}
+                    assert required <= set(link.get("parameters", {})), where
+                    assert set(link.get("parameters", {})) <= {p["name"] for p in parameters}
+                    if "requestBody" in link:
+                        body = target["requestBody"]["content"]["application/json"]["schema"]
+                        fields = schemas[body["$ref"].rsplit("/", 1)[-1]]["properties"]
+                        assert set(link["requestBody"]) <= set(fields), where
+    # From the registry to a submission, and from a submission to its poll and its owner.
+    listed = document["paths"]["/model-versions"]["get"]["responses"]["200"]["links"]
+    assert "SubmitConversation" in listed
+    for status in ("201", "202"):
+        submitted = document["paths"]["/conversations"]["post"]["responses"][status]["links"]
+        assert {"GetConversation", "CancelConversation", "GetOwner"} <= set(submitted)
 
 
 @pytest.mark.parametrize(
