@@ -12,6 +12,7 @@ from api.auth import require_admin
 from api.errors import error_responses, register_error_handlers
 from api.limits import SubmissionLimiter
 from api.middleware.errors import UnhandledErrorMiddleware
+from api.middleware.http_methods import HttpMethodsMiddleware
 from api.middleware.metrics import MetricsMiddleware
 from api.middleware.request_id import RequestIdMiddleware
 from api.openapi import install_openapi
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.router, dependencies=[Depends(require_admin)] if admin_only else []
         )
     install_openapi(app, settings)
+    app.add_middleware(HttpMethodsMiddleware, router=app.router)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     # Added last, so outermost: every log line of the request carries its id.
