@@ -72,6 +72,9 @@ format: install ## Apply formatting and safe lint fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+routes_doc: install ## Regenerate docs/routes.md from the running app (needs PostgreSQL and Redis)
+	$(BIN)/python scripts/routes_doc.py
+
 db_up: ## Start PostgreSQL and Redis in Docker
 	$(COMPOSE) up -d --wait postgres redis
 
@@ -104,4 +107,4 @@ stack_down: ## Stop the whole stack
 
 .PHONY: help install project_init lock prestart dev_admin_key alembic_upgrade alembic_migrate run run_api \
 	run_worker run_dev test run_test lint format db_up db_down llm_up llm_down llm_local obs_up obs_down \
-	stack_up stack_down
+	stack_up stack_down routes_doc
