@@ -15,6 +15,7 @@ from api.middleware.errors import UnhandledErrorMiddleware
 from api.middleware.http_methods import HttpMethodsMiddleware
 from api.middleware.metrics import MetricsMiddleware
 from api.middleware.request_id import RequestIdMiddleware
+from api.middleware.request_limits import RequestLimitsMiddleware
 from api.openapi import install_openapi
 from api.routes import conversations, health, metrics, model_versions, users
 from shared.db import create_engine, create_session_factory
@@ -89,6 +90,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app, settings)
     app.add_middleware(HttpMethodsMiddleware, router=app.router)
     app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.MAX_REQUEST_BODY_BYTES,
+        max_header_bytes=settings.MAX_HEADER_BYTES,
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     # Added last, so outermost: every log line of the request carries its id.
     app.add_middleware(RequestIdMiddleware)
