@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -12,17 +14,22 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from shared.logging import redact_prompt
 from shared.settings import Settings
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
 def create_engine(settings: Settings, *, process_name: str) -> AsyncEngine:
-    """An asyncpg engine whose connections are tagged with the process name."""
+    """An asyncpg engine whose connections are tagged with the process name.
+
+    Its errors carry no user content unless `LOG_PROMPTS` is on: they end up in tracebacks,
+    and the values of a failed statement are prompts, answers and emails.
+    """
     server_settings = {"application_name": f"{settings.SERVICE_NAME}-{process_name}"}
     if settings.DB_STATEMENT_TIMEOUT_MS:
         server_settings["statement_timeout"] = str(settings.DB_STATEMENT_TIMEOUT_MS)
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
@@ -31,7 +38,32 @@ def create_engine(settings: Settings, *, process_name: str) -> AsyncEngine:
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"server_settings": server_settings, "timeout": 5},
+        # Otherwise every error message lists the statement's parameters.
+        hide_parameters=not settings.LOG_PROMPTS,
     )
+    if not settings.LOG_PROMPTS:
+        event.listen(engine.sync_engine, "handle_error", _redact_row_values(settings))
+    return engine
+
+
+def _redact_row_values(settings: Settings) -> Callable[[ExceptionContext], None]:
+    """PostgreSQL's DETAIL line quotes the values a write was refused for: the taken email of
+    a unique violation, the whole failing row (prompt included) of a check. It is in the
+    driver's error and copied into SQLAlchemy's messages; all three copies are redacted."""
+
+    def redact(context: ExceptionContext) -> None:
+        wrapped = context.original_exception
+        driver_error = wrapped.__cause__
+        detail = getattr(driver_error, "detail", None)
+        if not isinstance(detail, str) or not detail:
+            return
+        redacted = redact_prompt(detail, settings)
+        driver_error.detail = redacted  # type: ignore[union-attr]  # asyncpg's error, as checked
+        for error in (wrapped, context.sqlalchemy_exception):
+            if error is not None and error.args and isinstance(error.args[0], str):
+                error.args = (error.args[0].replace(detail, redacted), *error.args[1:])
+
+    return redact
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
