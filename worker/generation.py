@@ -136,7 +136,9 @@ async def _generate(res: WorkerResources, claimed: _Claimed) -> GenerationResult
         except LLMError as exc:
             record_llm_error(span, exc)
             raise
-        record_llm_result(res.obs, span, client.provider, result)
+        record_llm_result(
+            res.obs, span, client.provider, result, model_version_id=claimed.model_version.id
+        )
         return result
 
 
@@ -164,7 +166,7 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
             return False
         code = outcome.values.get("error_code")
         if outcome.status is ConversationStatus.COMPLETED:
-            metrics.conversations_completed_total.labels(claimed.model_version.model_name).inc()
+            metrics.conversations_completed_total.labels(str(claimed.model_version.id)).inc()
         elif outcome.status is ConversationStatus.FAILED:
             metrics.conversations_failed_total.labels(code).inc()
         elif code:

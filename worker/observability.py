@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,18 +78,29 @@ def llm_span(obs: Observability, provider: str, request: GenerationRequest) -> I
 
 
 def record_llm_result(
-    obs: Observability, span: Span, provider: str, result: GenerationResult
+    obs: Observability,
+    span: Span,
+    provider: str,
+    result: GenerationResult,
+    *,
+    model_version_id: uuid.UUID,
 ) -> None:
+    """Span attributes and metrics of one answer. The span names the model the server says it
+    ran; the metrics are labelled by the model version id, which the registry bounds."""
     span.set_attribute("gen_ai.response.model", result.model)
+    model_version = str(model_version_id)
+    tokens = obs.metrics.llm_tokens_total
     if result.input_tokens is not None:
         span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
-        obs.metrics.llm_tokens_total.labels("input", result.model).inc(result.input_tokens)
+        tokens.labels("input", model_version).inc(result.input_tokens)
     if result.output_tokens is not None:
         span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
-        obs.metrics.llm_tokens_total.labels("output", result.model).inc(result.output_tokens)
+        tokens.labels("output", model_version).inc(result.output_tokens)
     if result.finish_reason:
         span.set_attribute("gen_ai.response.finish_reasons", [result.finish_reason])
-    obs.metrics.llm_latency_seconds.labels(provider, result.model).observe(result.latency_ms / 1000)
+    obs.metrics.llm_latency_seconds.labels(provider, model_version).observe(
+        result.latency_ms / 1000
+    )
 
 
 def record_llm_error(span: Span, error: LLMError) -> None:

@@ -29,15 +29,20 @@ METRIC_NAMES = [
     "workers_alive",
 ]
 
+# Model metrics are labelled by the model version's id, which the registry bounds.
+MODEL_VERSION_ID = "0b6e1c8e-3f1a-4c41-9a55-2f9f7f1d3a10"
+
 
 def test_render_lists_every_metric() -> None:
     metrics = create_metrics()
-    metrics.llm_tokens_total.labels(direction="input", model="llama3.2:3b").inc(12)
+    metrics.llm_tokens_total.labels(direction="input", model_version_id=MODEL_VERSION_ID).inc(12)
     body, content_type = render_metrics(metrics.registry)
     text = body.decode()
     for name in METRIC_NAMES:
         assert f"# TYPE {name} " in text, name
-    assert 'llm_tokens_total{direction="input",model="llama3.2:3b"} 12.0' in text
+    assert (
+        f'llm_tokens_total{{direction="input",model_version_id="{MODEL_VERSION_ID}"}} 12.0' in text
+    )
     assert "process_resident_memory_bytes" in text
     assert content_type.startswith("text/plain")
 
@@ -143,14 +148,17 @@ async def _raw_request(port: int, request: bytes) -> bytes:
 
 async def test_worker_metrics_server_answers_over_a_real_socket() -> None:
     metrics = create_metrics()
-    metrics.conversations_completed_total.labels(model="llama3.2:3b").inc()
+    metrics.conversations_completed_total.labels(model_version_id=MODEL_VERSION_ID).inc()
     server = await start_metrics_server(metrics.registry, "127.0.0.1", 0)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
             scraped = await client.get("/metrics")
             assert scraped.status_code == 200
             assert scraped.headers["content-type"].startswith("text/plain")
-            assert 'conversations_completed_total{model="llama3.2:3b"} 1.0' in scraped.text
+            completed = (
+                f'conversations_completed_total{{model_version_id="{MODEL_VERSION_ID}"}} 1.0'
+            )
+            assert completed in scraped.text
             assert (await client.get("/")).status_code == 404
             assert (await client.get("/metrics/extra")).status_code == 404
             assert (await client.post("/metrics")).status_code == 405
