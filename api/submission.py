@@ -1,6 +1,8 @@
-"""Hand a committed conversation to the queue without ever losing it."""
+"""Hand a conversation to the queue once its row is committed, without ever losing it."""
 
 from __future__ import annotations
+
+import uuid
 
 from arq.connections import ArqRedis
 from loguru import logger
@@ -9,25 +11,31 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import after_commit
 from shared.jobs import GENERATE_CONVERSATION, generation_job_id
-from shared.models import Conversation
 from shared.queue import enqueue_generation
 from shared.telemetry import inject_trace_context
 
 _tracer = trace.get_tracer("ai_eng_api.api")
 
 
-async def enqueue_after_commit(
-    session: AsyncSession, queue: ArqRedis, conversation: Conversation
-) -> bool:
-    """Commit first, then enqueue: a worker must find the row its job names.
+def enqueue_after_commit(
+    session: AsyncSession, queue: ArqRedis, conversation_id: uuid.UUID
+) -> None:
+    """Queue the conversation's job when the request's unit of work commits, not before:
+    a worker must find the row its job names. A rolled-back request queues nothing."""
 
-    When Redis cannot take the job the row is still committed as `pending`, and the
-    worker's sweeper queues it later, so the client's 202 stays true. Returns whether
-    the job reached Redis.
-    """
-    await session.commit()
-    log = logger.bind(conversation_id=str(conversation.id))
+    async def publish() -> None:
+        await _publish(queue, conversation_id)
+
+    after_commit(session, publish)
+
+
+async def _publish(queue: ArqRedis, conversation_id: uuid.UUID) -> bool:
+    """Send the job. When Redis cannot take it the row stays committed as `pending` and the
+    worker's sweeper queues it later, so the client's 202 stays true. Returns whether the job
+    reached Redis."""
+    log = logger.bind(conversation_id=str(conversation_id))
     with _tracer.start_as_current_span(
         f"{GENERATE_CONVERSATION} publish",
         kind=SpanKind.PRODUCER,
@@ -35,14 +43,14 @@ async def enqueue_after_commit(
             "messaging.system": "arq",
             "messaging.operation.type": "publish",
             "messaging.destination.name": queue.default_queue_name,
-            "messaging.message.id": generation_job_id(conversation.id),
-            "conversation.id": str(conversation.id),
+            "messaging.message.id": generation_job_id(conversation_id),
+            "conversation.id": str(conversation_id),
         },
     ) as span:
         try:
             # Injected inside the producer span: the job's span becomes its child.
             queued = await enqueue_generation(
-                queue, conversation.id, trace_context=inject_trace_context()
+                queue, conversation_id, trace_context=inject_trace_context()
             )
         except (RedisError, OSError, TimeoutError) as exc:
             span.set_status(Status(StatusCode.ERROR, "enqueue failed"))

@@ -102,7 +102,7 @@ async def create_conversation(
         response.status_code = status.HTTP_201_CREATED
         state.metrics.conversations_submitted_total.labels("stored").inc()
         return ConversationRead.model_validate(conversation)
-    await enqueue_after_commit(session, queue, conversation)
+    enqueue_after_commit(session, queue, conversation.id)
     state.metrics.conversations_submitted_total.labels("queued").inc()
     return ConversationRead.model_validate(conversation)
 

@@ -7,11 +7,16 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio as redis
+from arq.connections import ArqRedis
+from fastapi import FastAPI
+from sqlalchemy.engine import URL
 
 from api.main import create_app
+from shared.db import after_commit, unit_of_work
 from shared.jobs import generation_job_id
 from shared.settings import Settings
 from tests.api.conftest import create_model_version, create_user
@@ -66,3 +71,66 @@ async def test_redis_down_still_accepts_and_keeps_the_row(
     assert response.status_code == 202
     polled = await no_redis_client.get(f"/conversations/{response.json()['id']}")
     assert polled.json()["status"] == "pending"
+
+
+class _WitnessQueue(ArqRedis):
+    """The app's queue, which looks the row up from another connection as each job is sent."""
+
+    dsn: str = ""
+    seen: list[tuple[str, bool]]
+
+    async def enqueue_job(self, function: str, *args: Any, **kwargs: Any) -> Any:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            visible = await conn.fetchval(
+                "SELECT count(*) FROM conversation WHERE id = $1", uuid.UUID(args[0])
+            )
+        finally:
+            await conn.close()
+        self.seen.append((args[0], visible == 1))
+        return await super().enqueue_job(function, *args, **kwargs)
+
+
+async def test_the_job_is_sent_only_when_the_row_is_visible_to_others(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    database_url: URL,
+    user: dict[str, Any],
+    model_version: dict[str, Any],
+) -> None:
+    queue = app.state.queue
+    witness = _WitnessQueue(
+        connection_pool=queue.connection_pool,
+        job_serializer=queue.job_serializer,
+        job_deserializer=queue.job_deserializer,
+        default_queue_name=queue.default_queue_name,
+    )
+    witness.dsn = database_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    witness.seen = []
+    app.state.queue = witness
+    try:
+        response = await client.post("/conversations", json=_payload(user, model_version))
+    finally:
+        app.state.queue = queue
+    assert response.status_code == 202, response.text
+    assert witness.seen == [(response.json()["id"], True)]
+
+
+async def test_after_commit_work_runs_only_after_a_commit(app: FastAPI) -> None:
+    """A unit of work that rolls back runs none of its after-commit work."""
+    sent: list[str] = []
+
+    async def record() -> None:
+        sent.append("sent")
+
+    async def failing_request() -> None:
+        async with unit_of_work(app.state.session_factory) as session:
+            after_commit(session, record)
+            raise RuntimeError("the request failed before its commit")
+
+    with pytest.raises(RuntimeError):
+        await failing_request()
+    assert sent == []
+    async with unit_of_work(app.state.session_factory) as session:
+        after_commit(session, record)
+    assert sent == ["sent"]
