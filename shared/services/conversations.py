@@ -49,8 +49,13 @@ async def create_conversation(
     could look for a row that is not there yet).
     """
     generate = data.response is None
-    await get_user(session, user_id=user_id, for_update=bool(max_active and generate))
-    model_version = await get_model_version(session, model_version_id=data.model_version_id)
+    # Both rows stay locked until the commit, so neither can be soft-deleted in between; the
+    # user's row is locked exclusively when its cap is counted, so its submits take turns.
+    capped = bool(max_active and generate)
+    await get_user(session, user_id=user_id, for_update=capped, for_share=not capped)
+    model_version = await get_model_version(
+        session, model_version_id=data.model_version_id, for_share=True
+    )
     values = data.model_dump(exclude={"user_id"})
     values["user_id"] = user_id
     if generate:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -20,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import SessionFactory
+from shared.db import SessionFactory, unit_of_work
 from shared.errors import ConflictError
 from shared.models import Base, ModelVersion
 from shared.models.conversation import MODEL_VERSION_FOREIGN_KEY, USER_FOREIGN_KEY
@@ -28,9 +29,15 @@ from shared.models.model_version import ACTIVE_TRIPLE_UNIQUE_INDEX
 from shared.models.user import EMAIL_UNIQUE_INDEX
 from shared.repositories.model_versions import ModelVersionRepository
 from shared.repositories.users import UserRepository
+from shared.schemas.conversations import ConversationCreate
+from shared.schemas.model_versions import ModelVersionCreate
+from shared.schemas.users import UserCreate
 from shared.services import conversations as conversation_service
+from shared.services.model_versions import create_model_version as new_model
+from shared.services.users import create_user as new_user
 from shared.settings import Settings
 from tests.api.conftest import assert_error, create_model_version, create_user
+from tests.factories import PROVIDERS
 
 RACERS = 20
 
@@ -185,11 +192,13 @@ async def test_a_missed_model_version_check_is_the_same_conflict(
 def _removing_after_check(
     app: FastAPI, check: Callable[..., Awaitable[Any]], table: str
 ) -> Callable[..., Awaitable[Any]]:
-    """`check`, then the row it found is deleted for good by another connection."""
+    """`check` without its row lock, then the row it found is deleted for good by another
+    connection: the foreign key is the last line when a lock is missing."""
     session_factory: SessionFactory = app.state.session_factory
 
     async def check_then_remove(session: AsyncSession, **kwargs: Any) -> Any:
-        found = await check(session, **kwargs)
+        unlocked = {key: False for key in ("for_update", "for_share") if key in kwargs}
+        found = await check(session, **{**kwargs, **unlocked})
         async with session_factory() as other:
             await other.execute(text(f'DELETE FROM "{table}" WHERE id = :id'), {"id": found.id})
             await other.commit()
@@ -249,3 +258,35 @@ def test_the_constraint_names_are_the_schema_s() -> None:
         USER_FOREIGN_KEY,
         MODEL_VERSION_FOREIGN_KEY,
     } <= names
+
+
+@pytest.mark.parametrize("table", ["user", "model_version"])
+async def test_a_submission_keeps_its_user_and_model_from_being_deleted_until_it_commits(
+    session_factory: SessionFactory, table: str
+) -> None:
+    """Soft delete is an UPDATE, which no foreign key sees: the submission's row locks are
+    what keep a conversation from being stored for a user or model deleted meanwhile."""
+
+    async with unit_of_work(session_factory) as setup:
+        user = await new_user(setup, data=UserCreate(email="held@example.com"))
+        model = await new_model(
+            setup, data=ModelVersionCreate(provider="ollama", model_name="m", version_tag="v1")
+        )
+    target = user.id if table == "user" else model.id
+    async with unit_of_work(session_factory) as session:
+        await conversation_service.create_conversation(
+            session,
+            data=ConversationCreate(model_version_id=model.id, prompt="hi"),
+            user_id=user.id,
+            supported_providers=PROVIDERS,
+        )
+        # Still uncommitted: a delete from another connection must wait for this transaction.
+        engine_url = session.bind.url  # type: ignore[union-attr]
+        dsn = engine_url.set(drivername="postgresql").render_as_string(hide_password=False)
+        other = await asyncpg.connect(dsn)
+        try:
+            await other.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await other.execute(f'UPDATE "{table}" SET is_active = false WHERE id = $1', target)
+        finally:
+            await other.close()
