@@ -97,7 +97,9 @@ def _completed(result: GenerationResult) -> Outcome:
     return Outcome(
         ConversationStatus.COMPLETED,
         {
-            "response": result.text,
+            # PostgreSQL text cannot hold NUL; a model that emits one still gets its answer
+            # stored, with the character shown as the replacement mark.
+            "response": result.text.replace("\x00", "\ufffd"),
             "input_tokens": result.input_tokens,
             "output_tokens": result.output_tokens,
             "total_tokens": total,

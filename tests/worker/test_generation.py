@@ -248,3 +248,13 @@ async def test_shutdown_mid_call_hands_the_row_back_without_spending_an_attempt(
     assert row.status == ConversationStatus.PENDING
     assert row.attempts == 0
     assert row.lease_expires_at is None
+
+
+async def test_a_nul_in_the_models_answer_is_stored_as_a_replacement_mark(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.configure(reply="before\x00after")
+    cid = await make_conversation(session_factory)
+    assert await run_generation(res, cid) is JobResult.COMPLETED
+    row = await load(session_factory, cid)
+    assert row.response == "before\ufffdafter"
