@@ -16,6 +16,7 @@ from api.middleware.http_methods import HttpMethodsMiddleware
 from api.middleware.metrics import MetricsMiddleware
 from api.middleware.request_id import RequestIdMiddleware
 from api.middleware.request_limits import RequestLimitsMiddleware
+from api.middleware.security_headers import SecurityHeadersMiddleware
 from api.openapi import install_openapi
 from api.routes import conversations, health, metrics, model_versions, users
 from shared.db import create_engine, create_session_factory
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_header_bytes=settings.MAX_HEADER_BYTES,
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     # Added last, so outermost: every log line of the request carries its id.
     app.add_middleware(RequestIdMiddleware)
     instrument_fastapi(app, tracer_provider)

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.main import create_app  # noqa: E402
+from api.middleware.security_headers import SECURITY_HEADERS  # noqa: E402
 from shared.errors import ErrorCode  # noqa: E402
 from shared.metrics import create_metrics  # noqa: E402
 from shared.settings import LogFormat, Settings, generate_admin_key  # noqa: E402
@@ -65,8 +66,15 @@ RECORDING_SETTINGS: dict[str, Any] = {
     "SUBMIT_RATE_LIMIT": "5/minute",
     "MAX_ACTIVE_CONVERSATIONS_PER_USER": 3,
 }
-# Response headers that say nothing about the route; X-Request-ID is shown once.
-HIDDEN_HEADERS = {"date", "server", "content-length", "x-request-id"}
+# Response headers that say nothing about the route (the conventions name the security
+# headers once); X-Request-ID is shown once.
+HIDDEN_HEADERS = {
+    "date",
+    "server",
+    "content-length",
+    "x-request-id",
+    *(name.decode() for name, _ in SECURITY_HEADERS),
+}
 MASKED_KEY = "aek_\u2026"
 ANSWER = (
     "Python is a high-level, general-purpose programming language known for its readable "
@@ -779,6 +787,9 @@ Conventions of every route:
 - Every response carries an `X-Request-ID` header (the caller's, when it sent a valid one);
   the same id is in the service's log lines. It is shown once below and left out elsewhere,
   as are `date`, `server` and `content-length`.
+- Every response also carries `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`,
+  `Content-Security-Policy: frame-ancestors 'none'` and `Cache-Control: no-store`; they are
+  left out below.
 - `429` and `503` carry `Retry-After` (seconds).
 
 Contents: {contents}"""

@@ -115,3 +115,13 @@ async def test_location_is_a_path_unless_a_public_base_url_is_set(
         location = response.headers["Location"]
         assert location == expected_prefix + response.json()["id"]
         assert "evil" not in location
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/conversations", "/nope", "/users"])
+async def test_every_response_carries_the_security_headers(app: FastAPI, path: str) -> None:
+    async with client_of(app, None) as anonymous:
+        response = await anonymous.get(path)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert response.headers["Cache-Control"] == "no-store"
