@@ -65,6 +65,7 @@ class Outcome:
     failures: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     cases: Counter[str] = field(default_factory=Counter)
+    seconds_by_phase: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -72,16 +73,26 @@ class Outcome:
         return [*self.failures, *self.errors]
 
     def report(self) -> str:
-        summary = ", ".join(f"{phase}: {count}" for phase, count in self.cases.items())
-        return "\n\n".join([f"{summary} cases in {self.seconds:.1f} s", *self.problems])
+        phases = ", ".join(
+            f"{phase} {count} cases in {self.seconds_by_phase.get(phase, 0.0):.1f} s"
+            for phase, count in self.cases.items()
+        )
+        return "\n\n".join([f"{self.seconds:.1f} s: {phases}", *self.problems])
 
 
 def run(schema: BaseSchema) -> Outcome:
     """Run every configured phase; each distinct failure (check, operation, title) once."""
     outcome = Outcome()
     seen: set[tuple[str, str | None, str]] = set()
+    started: dict[str, float] = {}
     for event in engine.from_schema(schema).execute():
-        if isinstance(event, events.ScenarioFinished):
+        if isinstance(event, events.PhaseStarted):
+            started[event.phase.name.value] = event.timestamp
+        elif isinstance(event, events.PhaseFinished) and event.phase.name.value in started:
+            phase = event.phase.name.value
+            elapsed = event.timestamp - started.pop(phase)
+            outcome.seconds_by_phase[phase] = outcome.seconds_by_phase.get(phase, 0.0) + elapsed
+        elif isinstance(event, events.ScenarioFinished):
             outcome.cases[event.phase.value] += len(event.recorder.cases)
             for checks in event.recorder.checks.values():
                 for check in checks:
