@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from arq import Retry
 from loguru import logger
 
 from shared.db import unit_of_work
+from shared.lifecycle import Outcome
 from shared.llm.base import GenerationRequest, GenerationResult, LLMError, LLMUnavailableError
 from shared.llm.prompts import PROMPT_VERSION, build_messages
+from shared.logging import bind_context
 from shared.models import Conversation, ConversationStatus, ModelVersion
-from shared.repositories.conversations import ConversationRepository, Outcome
+from shared.repositories.conversations import ConversationRepository
 from worker.backoff import retry_delay
 from worker.context import WorkerResources
 from worker.observability import llm_span, record_llm_error, record_llm_result
@@ -90,32 +92,6 @@ def _request(claimed: _Claimed, *, max_tokens_limit: int) -> GenerationRequest:
     )
 
 
-def _completed(result: GenerationResult) -> Outcome:
-    total = None
-    if result.input_tokens is not None and result.output_tokens is not None:
-        total = result.input_tokens + result.output_tokens
-    return Outcome(
-        ConversationStatus.COMPLETED,
-        {
-            # PostgreSQL text cannot hold NUL; a model that emits one still gets its answer
-            # stored, with the character shown as the replacement mark.
-            "response": result.text.replace("\x00", "\ufffd"),
-            "input_tokens": result.input_tokens,
-            "output_tokens": result.output_tokens,
-            "total_tokens": total,
-            "latency_ms": round(result.latency_ms, 3),
-            "finish_reason": result.finish_reason,
-            "prompt_version": PROMPT_VERSION,
-            "error_code": None,
-            "error_message": None,
-        },
-    )
-
-
-def _failed(code: str, message: str) -> Outcome:
-    return Outcome(ConversationStatus.FAILED, {"error_code": code, "error_message": message[:2000]})
-
-
 async def _generate(res: WorkerResources, claimed: _Claimed) -> GenerationResult:
     client = res.llm_clients.get(claimed.model_version.provider)
     if client is None:
@@ -156,81 +132,77 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
     claimed = await _claim(res, conversation_id)
     if claimed is None:
         return JobResult.SKIPPED
-    settings, attempt, metrics = res.settings, claimed.attempt, res.obs.metrics
-    log = logger.bind(attempt=attempt)
-    if attempt == 1 and claimed.conversation.queue_wait_ms is not None:
-        metrics.queue_wait_seconds.observe(claimed.conversation.queue_wait_ms / 1000)
+    with bind_context(attempt=claimed.attempt):
+        if claimed.attempt == 1 and claimed.conversation.queue_wait_ms is not None:
+            res.obs.metrics.queue_wait_seconds.observe(claimed.conversation.queue_wait_ms / 1000)
+        try:
+            outcome = await _attempt(res, claimed)
+        except asyncio.CancelledError:
+            # Shutdown took the job away mid-call: hand the row back, the attempt unspent.
+            await write_outcome(res, conversation_id, attempt=claimed.attempt, outcome=HANDED_BACK)
+            logger.warning("generation_handed_back", reason="worker_shutdown")
+            raise
+        if not await write_outcome(res, conversation_id, attempt=claimed.attempt, outcome=outcome):
+            logger.warning("result_discarded", reason="lease_lost_or_cancelled")
+            return JobResult.LEASE_LOST
+        _record(res, claimed, outcome)
+        if outcome.retry_in_seconds is not None:
+            raise Retry(defer=outcome.retry_in_seconds)
+        return JobResult(outcome.status.value)
 
-    async def finish(outcome: Outcome) -> bool:
-        kept = await write_outcome(res, conversation_id, attempt=attempt, outcome=outcome)
-        if not kept:
-            log.warning("result_discarded", reason="lease_lost_or_cancelled")
-            return False
-        code = outcome.values.get("error_code")
-        if outcome.status is ConversationStatus.COMPLETED:
-            metrics.conversations_completed_total.labels(str(claimed.model_version.id)).inc()
-        elif outcome.status is ConversationStatus.FAILED:
-            metrics.conversations_failed_total.labels(code).inc()
-        elif code:
-            metrics.job_retries_total.labels(code).inc()
-        return True
 
+HANDED_BACK = Outcome.handed_back()
+
+
+async def _attempt(res: WorkerResources, claimed: _Claimed) -> Outcome:
+    """Ask the model, and say how the attempt ends; never raises but for cancellation."""
+    settings, attempt = res.settings, claimed.attempt
     if attempt > settings.WORKER_MAX_ATTEMPTS:
-        await finish(_failed("max_attempts_exceeded", f"gave up after {attempt - 1} attempts"))
-        return JobResult.FAILED
-    log.info("generation_started", queue_wait_ms=claimed.conversation.queue_wait_ms)
+        return Outcome.failed("max_attempts_exceeded", f"gave up after {attempt - 1} attempts")
+    logger.info("generation_started", queue_wait_ms=claimed.conversation.queue_wait_ms)
     try:
         result = await _generate(res, claimed)
-    except asyncio.CancelledError:
-        # Shutdown took the job away mid-call: hand the row back without spending an attempt.
-        await write_outcome(
-            res,
-            conversation_id,
-            attempt=attempt,
-            outcome=Outcome(ConversationStatus.PENDING, {"attempts": attempt - 1}),
-        )
-        log.warning("generation_handed_back", reason="worker_shutdown")
-        raise
     except _PermanentError as exc:
-        log.warning("generation_failed", error_code=exc.code)
-        return (
-            JobResult.FAILED
-            if await finish(_failed(exc.code, exc.message))
-            else JobResult.LEASE_LOST
-        )
+        return Outcome.failed(exc.code, exc.message)
     except LLMError as exc:
         if not exc.retriable or attempt >= settings.WORKER_MAX_ATTEMPTS:
-            log.warning("generation_failed", error_code=exc.code, retriable=exc.retriable)
-            kept = await finish(_failed(exc.code, exc.message))
-            return JobResult.FAILED if kept else JobResult.LEASE_LOST
+            return Outcome.failed(exc.code, exc.message)
         delay = retry_delay(
             attempt, base=settings.WORKER_RETRY_BASE_SECONDS, cap=settings.WORKER_RETRY_MAX_SECONDS
         )
-        retry = Outcome(
-            ConversationStatus.PENDING,
-            {
-                "error_code": exc.code,
-                "error_message": exc.message[:2000],
-                "next_attempt_at": datetime.now(UTC) + timedelta(seconds=delay),
-            },
-        )
-        if not await finish(retry):
-            return JobResult.LEASE_LOST
-        log.warning(
-            "generation_retry_scheduled", error_code=exc.code, delay_seconds=round(delay, 2)
-        )
-        raise Retry(defer=delay) from None
+        return Outcome.retry(exc.code, exc.message, delay_seconds=delay)
     except Exception as exc:
         # A bug, not the model's fault: fail with a reason rather than retry it forever.
-        log.opt(exception=exc).error("generation_crashed")
-        kept = await finish(_failed("internal_error", f"unexpected {type(exc).__name__}"))
-        return JobResult.FAILED if kept else JobResult.LEASE_LOST
-    kept = await finish(_completed(result))
-    if kept:
-        log.info(
+        logger.opt(exception=exc).error("generation_crashed")
+        return Outcome.failed("internal_error", f"unexpected {type(exc).__name__}")
+    return Outcome.completed(
+        text=result.text,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        latency_ms=result.latency_ms,
+        finish_reason=result.finish_reason,
+        prompt_version=PROMPT_VERSION,
+    )
+
+
+def _record(res: WorkerResources, claimed: _Claimed, outcome: Outcome) -> None:
+    """Log and count an outcome that was written."""
+    metrics = res.obs.metrics
+    if outcome.status is ConversationStatus.COMPLETED:
+        metrics.conversations_completed_total.labels(str(claimed.model_version.id)).inc()
+        logger.info(
             "generation_completed",
-            latency_ms=round(result.latency_ms, 1),
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
+            latency_ms=outcome.latency_ms,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
         )
-    return JobResult.COMPLETED if kept else JobResult.LEASE_LOST
+    elif outcome.status is ConversationStatus.FAILED:
+        metrics.conversations_failed_total.labels(outcome.error_code).inc()
+        logger.warning("generation_failed", error_code=outcome.error_code)
+    elif outcome.retry_in_seconds is not None:
+        metrics.job_retries_total.labels(outcome.error_code).inc()
+        logger.warning(
+            "generation_retry_scheduled",
+            error_code=outcome.error_code,
+            delay_seconds=round(outcome.retry_in_seconds, 2),
+        )

@@ -9,7 +9,8 @@ from loguru import logger
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from shared.db import unit_of_work
-from shared.repositories.conversations import ConversationRepository, Outcome
+from shared.lifecycle import Outcome
+from shared.repositories.conversations import ConversationRepository
 from worker.context import WorkerResources
 
 WRITE_TRIES = 6
@@ -35,7 +36,7 @@ async def write_outcome(
         try:
             async with unit_of_work(res.session_factory) as session:
                 repo = ConversationRepository(session)
-                if await repo.finish_attempt(conversation_id, attempt=attempt, outcome=outcome):
+                if await repo.settle(conversation_id, outcome, attempt=attempt):
                     return True
                 # A commit whose acknowledgement was lost looks like a lost lease on retry.
                 return retried and await repo.has_outcome(

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.sql.expression import literal
 
+from shared.lifecycle import Outcome
 from shared.models import Conversation, ConversationStatus
 from shared.repositories.base import RecordRepository
 from shared.schemas.conversations import ConversationOrder
@@ -22,14 +22,6 @@ CONVERSATION_ORDER: dict[ConversationOrder, ColumnElement[Any]] = {
 _RUNNING = ConversationStatus.RUNNING.value
 _PENDING = ConversationStatus.PENDING.value
 _UNFINISHED = (_PENDING, _RUNNING)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a job writes back when it ends one attempt."""
-
-    status: ConversationStatus
-    values: dict[str, Any]
 
 
 def _seconds(value: float) -> ColumnElement[Any]:
@@ -76,24 +68,43 @@ class ConversationRepository(RecordRepository[Conversation]):
         result: Conversation | None = (await self.session.execute(stmt)).scalar_one_or_none()
         return result
 
-    async def finish_attempt(
-        self, conversation_id: uuid.UUID, *, attempt: int, outcome: Outcome
+    async def settle(
+        self,
+        conversation_id: uuid.UUID,
+        outcome: Outcome,
+        *,
+        attempt: int | None = None,
+        owner_id: uuid.UUID | None = None,
     ) -> bool:
-        """Write an attempt's outcome if this attempt still holds the row; False if it lost it."""
-        values = dict(outcome.values)
-        values["status"] = outcome.status.value
-        values["updated_at"] = func.now()
-        values["lease_expires_at"] = None
-        if outcome.status.is_terminal:
-            values["completed_at"] = func.now()
+        """Write `outcome` if the row is still the caller's to end; False when it is not.
+
+        A worker passes its `attempt`: the write lands only while that attempt holds the row
+        (running, same attempt number), so an attempt that lost its lease changes nothing. A
+        client's cancel passes no attempt: it ends any unfinished, active row (of `owner_id`,
+        when given), and the running attempt's own write then finds the row taken.
+        """
+        fence: list[ColumnElement[bool]]
+        if attempt is not None:
+            fence = [Conversation.status == _RUNNING, Conversation.attempts == attempt]
+        else:
+            fence = [Conversation.is_active.is_(True), Conversation.status.in_(_UNFINISHED)]
+            if owner_id is not None:
+                fence.append(Conversation.user_id == owner_id)
         stmt = (
             update(Conversation)
-            .where(
-                Conversation.id == conversation_id,
-                Conversation.status == _RUNNING,
-                Conversation.attempts == attempt,
-            )
-            .values(**values)
+            .where(Conversation.id == conversation_id, *fence)
+            .values(**outcome.columns())
+            .returning(Conversation.id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+
+    async def soft_delete(self, conversation_id: uuid.UUID, *, owner_id: uuid.UUID | None) -> bool:
+        owned = [] if owner_id is None else [Conversation.user_id == owner_id]
+        stmt = (
+            update(Conversation)
+            .where(Conversation.id == conversation_id, Conversation.is_active, *owned)
+            .values(is_active=False, updated_at=func.now())
             .returning(Conversation.id)
             .execution_options(synchronize_session=False)
         )
@@ -127,27 +138,6 @@ class ConversationRepository(RecordRepository[Conversation]):
             .subquery()
         )
         return int(await self.session.scalar(select(func.count()).select_from(unfinished)) or 0)
-
-    async def cancel(self, conversation_id: uuid.UUID, *, owner_id: uuid.UUID | None) -> bool:
-        owned = [] if owner_id is None else [Conversation.user_id == owner_id]
-        stmt = (
-            update(Conversation)
-            .where(
-                Conversation.id == conversation_id,
-                Conversation.is_active,
-                Conversation.status.in_(_UNFINISHED),
-                *owned,
-            )
-            .values(
-                status=ConversationStatus.CANCELLED.value,
-                completed_at=func.now(),
-                lease_expires_at=None,
-                updated_at=func.now(),
-            )
-            .returning(Conversation.id)
-            .execution_options(synchronize_session=False)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
 
     async def reclaim_expired_leases(self, *, max_attempts: int, limit: int) -> list[uuid.UUID]:
         """Running rows whose worker vanished go back to pending, or fail when out of tries.

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import BadRequestError, ConflictError, NotFoundError, TooManyRequestsError
+from shared.lifecycle import Outcome
 from shared.models import Conversation, ConversationStatus
 from shared.models.conversation import MODEL_VERSION_FOREIGN_KEY, USER_FOREIGN_KEY
 from shared.repositories.conversations import CONVERSATION_ORDER, ConversationRepository
@@ -144,8 +145,10 @@ async def update_conversation(
 async def cancel_conversation(
     session: AsyncSession, *, conversation_id: uuid.UUID, owner_id: uuid.UUID | None
 ) -> Conversation:
+    """End a pending or running conversation; a worker's late answer then finds the row taken
+    and is discarded (see `shared.lifecycle`)."""
     repo = ConversationRepository(session)
-    if not await repo.cancel(conversation_id, owner_id=owner_id):
+    if not await repo.settle(conversation_id, Outcome.cancelled(), owner_id=owner_id):
         conversation = await get_conversation(
             session, conversation_id=conversation_id, owner_id=owner_id
         )
@@ -158,14 +161,9 @@ async def cancel_conversation(
 async def delete_conversation(
     session: AsyncSession, *, conversation_id: uuid.UUID, owner_id: uuid.UUID | None
 ) -> None:
-    """Soft delete; a pending or running conversation is cancelled so no worker answers it."""
+    """Soft delete; a pending or running conversation is cancelled first, so no worker's
+    answer lands on it and the sweeper never queues it again."""
     repo = ConversationRepository(session)
-    conversation = await repo.get_owned(conversation_id, owner_id, for_update=True)
-    if conversation is None:
+    await repo.settle(conversation_id, Outcome.cancelled(), owner_id=owner_id)
+    if not await repo.soft_delete(conversation_id, owner_id=owner_id):
         raise NotFoundError(CONVERSATION_NOT_FOUND)
-    if not ConversationStatus(conversation.status).is_terminal:
-        conversation.status = ConversationStatus.CANCELLED.value
-        conversation.completed_at = datetime.now(UTC)
-        conversation.lease_expires_at = None
-    conversation.is_active = False
-    await session.flush()

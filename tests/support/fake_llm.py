@@ -93,6 +93,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    _drip = 0.0  # seconds between the pieces of this call's answer (`drip_seconds`)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # a line per request would drown pytest's output
@@ -153,9 +154,15 @@ class _Handler(BaseHTTPRequestHandler):
 
         decision = self.server.state.begin_call(prompt=prompt, model=model)
         b = decision.behaviour
+        if b.hold:
+            ticket = self.server.state.take_ticket()
+            while not self.server.state.wait_released(ticket, 0.05):
+                if self.server.stopping.is_set():
+                    return
         delay = b.delay_seconds or (1.0 if b.mode == "slow" else 0.0)
         if delay and self.server.stopping.wait(delay):
             return
+        self._drip = b.drip_seconds
         if decision.fail_status is not None:
             text = b.error or (
                 f"model '{model}' not found"
@@ -206,6 +213,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[: len(data) // 2])
             self._hang_up()
             return
+        if self._drip:
+            for index in range(len(data)):
+                if self.server.stopping.wait(self._drip):
+                    return
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
+            return
         self.wfile.write(data)
 
     def _send_json(self, status: int, payload: dict[str, Any], *, drop: bool = False) -> None:
@@ -220,8 +234,11 @@ class _Handler(BaseHTTPRequestHandler):
             if drop and index >= max(len(chunks) // 2, 1):
                 self._hang_up()
                 return
+            if self._drip and self.server.stopping.wait(self._drip):
+                return
             line = json.dumps(chunk).encode() + b"\n"
             self.wfile.write(f"{len(line):X}\r\n".encode() + line + b"\r\n")
+            self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
     def _hang_up(self) -> None:
@@ -273,6 +290,10 @@ class FakeLLMServer:
     def reset(self) -> None:
         """Default behaviour and zero counters."""
         self.state.reset()
+
+    def release(self, count: int = 1) -> None:
+        """Let the oldest `count` calls held by `hold=True` answer; `hold=False` frees all."""
+        self.state.release(count)
 
     def stats(self) -> Stats:
         """Calls so far and the last request seen."""

@@ -41,6 +41,12 @@ class Behaviour(BaseModel):
     # Merged into / removed from the final JSON object, to fake odd but well-formed answers.
     overrides: dict[str, Any] = Field(default_factory=dict)
     omit: tuple[str, ...] = ()
+    # Calls that arrive while `hold` is on wait (counted, connection open) until it is turned
+    # off: a test acts while a generation is surely in flight, then lets it finish.
+    hold: bool = False
+    # Seconds between the pieces of an answer (streamed lines, or bytes of a JSON body): a
+    # server that keeps the connection alive while taking ever so long.
+    drip_seconds: float = Field(default=0.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,10 @@ class FakeLLMState:
         """Default behaviour, zero counters."""
         with self._lock:
             self._behaviour = Behaviour()
+            # Held calls take tickets in arrival order; a ticket below `_released` may go on.
+            self._gate = threading.Condition(self._lock)
+            self._tickets = 0
+            self._released = 0
             self._failures_left = 0
             self._calls = 0
             self._prompts: Counter[str] = Counter()
@@ -106,7 +116,27 @@ class FakeLLMState:
             self._behaviour = merged
             if "fail_n" in changes or "mode" in changes:
                 self._failures_left = merged.fail_n if merged.mode == "fail_n_then_ok" else 0
+            if not merged.hold:
+                self._released = self._tickets
+                self._gate.notify_all()
             return merged
+
+    def take_ticket(self) -> int:
+        """A held call's place in line (see `wait_released`)."""
+        with self._lock:
+            self._tickets += 1
+            return self._tickets - 1
+
+    def wait_released(self, ticket: int, timeout: float) -> bool:
+        """Whether the held call with `ticket` may go on, waiting up to `timeout` seconds."""
+        with self._gate:
+            return self._gate.wait_for(lambda: ticket < self._released, timeout)
+
+    def release(self, count: int = 1) -> None:
+        """Let the next `count` held calls go on, oldest first; later ones stay held."""
+        with self._gate:
+            self._released = min(self._released + count, self._tickets)
+            self._gate.notify_all()
 
     def see(self, path: str, headers: dict[str, str], body: dict[str, Any] | None) -> None:
         """Remember the latest request, so tests can check what the client sent."""
