@@ -42,6 +42,52 @@ def test_timeouts_must_nest(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
+def _timeouts(llm: float, job: float, lease: float) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        OLLAMA_TIMEOUT_SECONDS=llm,
+        WORKER_JOB_TIMEOUT_SECONDS=job,
+        WORKER_LEASE_SECONDS=lease,
+    )
+
+
+@pytest.mark.parametrize(
+    ("llm", "job", "lease", "message"),
+    [
+        (10, 10, 30, "OLLAMA_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"),
+        (11, 10, 30, "OLLAMA_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"),
+        (5, 30, 30, "WORKER_JOB_TIMEOUT_SECONDS must be smaller than WORKER_LEASE_SECONDS"),
+        (5, 31, 30, "WORKER_JOB_TIMEOUT_SECONDS must be smaller than WORKER_LEASE_SECONDS"),
+        # Both broken: the first inequality is named first.
+        (30, 30, 30, "OLLAMA_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"),
+    ],
+    ids=["llm-equals-job", "llm-above-job", "job-equals-lease", "job-above-lease", "all-equal"],
+)
+def test_each_timeout_must_be_strictly_below_the_next(
+    llm: float, job: float, lease: float, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        _timeouts(llm, job, lease)
+
+
+def test_timeouts_just_below_each_other_are_accepted() -> None:
+    settings = _timeouts(9.999, 10, 10.001)
+    assert (
+        settings.OLLAMA_TIMEOUT_SECONDS,
+        settings.WORKER_JOB_TIMEOUT_SECONDS,
+        settings.WORKER_LEASE_SECONDS,
+    ) == (9.999, 10, 10.001)
+
+
+def test_the_default_timeouts_nest() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (
+        settings.OLLAMA_TIMEOUT_SECONDS
+        < settings.WORKER_JOB_TIMEOUT_SECONDS
+        < settings.WORKER_LEASE_SECONDS
+    )
+
+
 def test_database_url_overrides_the_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db.internal:6543/app")
     url = load_settings().database_url
