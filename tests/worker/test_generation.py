@@ -35,7 +35,10 @@ async def test_success_writes_answer_tokens_and_timings(
     assert row.latency_ms is not None
     assert row.latency_ms > 0
     assert row.queue_wait_ms is not None
-    assert row.queue_wait_ms >= 0
+    assert row.started_at is not None
+    # Measured by the claim, from the row's creation to the moment the attempt started.
+    waited_ms = (row.started_at - row.created_at).total_seconds() * 1000
+    assert row.queue_wait_ms == pytest.approx(waited_ms, abs=0.01)
     assert row.attempts == 1
     assert row.prompt_version == "v1"
     assert row.finish_reason == "stop"
@@ -164,6 +167,24 @@ async def test_a_call_slower_than_the_timeout_is_retried(
     assert row.status == ConversationStatus.PENDING
 
 
+async def test_a_model_that_drips_its_answer_past_the_llm_timeout_is_cut_off(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    """Each byte arrives long before httpx's per-read timeout, but the whole answer would take
+    seconds: the whole-call timeout ends it at OLLAMA_TIMEOUT_SECONDS, as a retriable error."""
+    fake_llm.configure(drip_seconds=0.01)  # ~350 bytes: several times the 1 s LLM timeout
+    cid = await make_conversation(session_factory)
+    with pytest.raises(Retry):
+        await run_generation(res, cid)
+    row = await load(session_factory, cid)
+    assert row.status == ConversationStatus.PENDING
+    assert row.error_code == "llm_unavailable"
+    # The whole-call timeout's words, not httpx's read timeout ("did not answer in time").
+    assert row.error_message == "no answer within 1s"
+    assert row.response is None
+    assert fake_llm.stats().generation_calls == 1
+
+
 async def test_a_finished_conversation_is_not_generated_again(
     res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
 ) -> None:
@@ -178,24 +199,35 @@ async def test_a_row_leased_elsewhere_is_deferred_not_generated(
 ) -> None:
     cid = await make_conversation(session_factory)
     async with unit_of_work(session_factory) as session:
-        assert await ConversationRepository(session).claim(cid, lease_seconds=30) is not None
+        held = await ConversationRepository(session).claim(cid, lease_seconds=30)
+    assert held is not None
+    assert held.lease_expires_at is not None
+    before = datetime.now(UTC)
     with pytest.raises(Retry) as deferred:
         await run_generation(res, cid)
+    after = datetime.now(UTC)
+    # Back one second after the other worker's lease runs out, whenever that is.
     assert deferred.value.defer_score is not None
-    assert 25_000 < deferred.value.defer_score <= 32_000
+    defer = timedelta(milliseconds=deferred.value.defer_score - 1000)
+    slack = timedelta(milliseconds=1)  # arq rounds the delay to whole milliseconds
+    assert held.lease_expires_at - after - slack <= defer <= held.lease_expires_at - before + slack
     assert fake_llm.stats().generation_calls == 0
 
 
 async def test_concurrent_duplicate_delivery_generates_once(
     res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
 ) -> None:
-    fake_llm.configure(delay_seconds=0.2)
+    fake_llm.configure(hold=True)
     cid = await make_conversation(session_factory)
-    outcomes = await asyncio.gather(
-        run_generation(res, cid), run_generation(res, cid), return_exceptions=True
-    )
-    assert sorted(type(o).__name__ for o in outcomes) == ["JobResult", "Retry"]
-    assert JobResult.COMPLETED in outcomes
+    copies = {asyncio.create_task(run_generation(res, cid)) for _ in range(2)}
+    await _in_flight(fake_llm)
+    # While the one that claimed the row waits on the model, the other is deferred.
+    done, _ = await asyncio.wait(copies, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    (deferred,) = done
+    assert isinstance(deferred.exception(), Retry)
+    fake_llm.release(1)
+    (claimed,) = copies - done
+    assert await claimed is JobResult.COMPLETED
     assert fake_llm.stats().generation_calls == 1
 
 
