@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
+from arq.constants import (
+    expires_extra_ms,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+)
+from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
 
 from shared.jobs import (
@@ -36,14 +43,43 @@ def create_queue_pool(settings: Settings) -> ArqRedis:
 
 
 def heartbeat_key(queue_name: str, host: str, pid: int) -> str:
-    """Where one worker process publishes its arq health check (its heartbeat)."""
+    """Where one worker process writes arq's status line (jobs done, failed, ongoing)."""
     return f"{queue_name}:health-check:{host}:{pid}"
+
+
+def heartbeat_registry(queue_name: str) -> str:
+    """The sorted set of the queue's live workers: member `host:pid`, score its expiry time."""
+    return f"{queue_name}:workers"
 
 
 async def live_workers(pool: ArqRedis, queue_name: str, *, host: str | None = None) -> int:
     """Worker processes whose heartbeat has not expired, optionally on one host only."""
-    pattern = f"{queue_name}:health-check:{host or '*'}:*"
-    return len([key async for key in pool.scan_iter(match=pattern, count=500)])
+    registry = heartbeat_registry(queue_name)
+    now = time.time()
+    if host is None:
+        return int(await pool.zcount(registry, now, "+inf"))
+    members = await pool.zrangebyscore(registry, now, "+inf")
+    prefix = f"{host}:".encode()
+    return sum(1 for member in members if member.startswith(prefix))
+
+
+def wake_channel(queue_name: str) -> str:
+    """Where enqueues announce new work, so an idle worker wakes at once instead of polling."""
+    return f"{queue_name}:wake"
+
+
+# arq's enqueue is WATCH, EXISTS, MULTI/PSETEX/ZADD/EXEC: three round trips. This does the
+# same writes, in the same format arq reads, in one, and wakes the idle workers.
+# KEYS: job key, result key, queue, wake channel. ARGV: expiry ms, payload, job id, score.
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  return 0
+end
+redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+redis.call('PUBLISH', KEYS[4], ARGV[3])
+return 1
+"""
 
 
 async def enqueue_generation(
@@ -55,14 +91,31 @@ async def enqueue_generation(
 ) -> bool:
     """Queue the generation of one conversation; False when its job is already queued."""
     job = GenerationJob(conversation_id=conversation_id, trace_context=trace_context or {})
-    queued = await pool.enqueue_job(
-        GENERATE_CONVERSATION,
-        str(job.conversation_id),
-        job.trace_context,
-        _job_id=generation_job_id(conversation_id),
-        _defer_by=defer_seconds,
+    job_id = generation_job_id(conversation_id)
+    now_ms = timestamp_ms()
+    defer_ms = round(defer_seconds * 1000) if defer_seconds else 0
+    payload = serialize_job(
+        {
+            "t": None,
+            "f": GENERATE_CONVERSATION,
+            "a": [str(job.conversation_id), job.trace_context],
+            "k": {},
+            "et": now_ms,
+        }
     )
-    return queued is not None
+    # EVALSHA, falling back to EVAL the first time a server sees the script.
+    enqueue = pool.register_script(_ENQUEUE)
+    queue_name = pool.default_queue_name
+    queued = await enqueue(
+        keys=[
+            job_key_prefix + job_id,
+            result_key_prefix + job_id,
+            queue_name,
+            wake_channel(queue_name),
+        ],
+        args=[defer_ms + expires_extra_ms, payload, job_id, now_ms + defer_ms],
+    )
+    return bool(queued)
 
 
 async def release_job(pool: ArqRedis, conversation_id: uuid.UUID) -> None:

@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 from arq import cron
-from arq.worker import Worker, func
+from arq.worker import func
 from loguru import logger
 
 from shared.jobs import GENERATE_CONVERSATION, deserialize_job, serialize_job
@@ -22,6 +22,7 @@ from worker.context import (
 )
 from worker.jobs import generate_conversation
 from worker.observability import Observability
+from worker.queue_worker import QueueWorker
 from worker.sweeper import sweep_job
 
 # Attempts are counted in PostgreSQL (WORKER_MAX_ATTEMPTS); arq's own count only has to stay
@@ -29,7 +30,7 @@ from worker.sweeper import sweep_job
 ARQ_MAX_TRIES = 10_000
 
 
-def build_worker(settings: Settings, obs: Observability, **overrides: Any) -> Worker:
+def build_worker(settings: Settings, obs: Observability, **overrides: Any) -> QueueWorker:
     """A ready-to-run arq Worker; `overrides` exist for tests (e.g. burst=True)."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
@@ -67,15 +68,17 @@ def build_worker(settings: Settings, obs: Observability, **overrides: Any) -> Wo
         # No results in Redis: a finished job id must be free for the sweeper to reuse.
         "keep_result": 0,
         "health_check_interval": settings.WORKER_HEALTH_CHECK_INTERVAL_SECONDS,
-        # One heartbeat per process, so replicas can be counted and checked one by one.
+        # arq's status line, one key per process (what people and the test harness read).
         "health_check_key": heartbeat_key(settings.QUEUE_NAME, socket.gethostname(), os.getpid()),
+        # In the registry, a heartbeat expires after two missed refreshes.
+        "heartbeat_ttl_seconds": settings.WORKER_HEALTH_CHECK_INTERVAL_SECONDS * 2 + 1,
         "job_completion_wait": settings.WORKER_SHUTDOWN_GRACE_SECONDS,
         "job_serializer": serialize_job,
         "job_deserializer": deserialize_job,
         "log_results": False,
     }
     options.update(overrides)
-    return Worker(**options)
+    return QueueWorker(**options)
 
 
 def _generate_function(settings: Settings) -> Any:

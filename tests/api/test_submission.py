@@ -15,9 +15,11 @@ from arq.connections import ArqRedis
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
+from api import submission
 from api.main import create_app
 from shared.db import after_commit, unit_of_work
 from shared.jobs import generation_job_id
+from shared.queue import enqueue_generation
 from shared.settings import Settings
 from tests.api.conftest import create_model_version, create_user
 from tests.support.auth import ADMIN_HEADERS
@@ -73,47 +75,32 @@ async def test_redis_down_still_accepts_and_keeps_the_row(
     assert polled.json()["status"] == "pending"
 
 
-class _WitnessQueue(ArqRedis):
-    """The app's queue, which looks the row up from another connection as each job is sent."""
-
-    dsn: str = ""
-    seen: list[tuple[str, bool]]
-
-    async def enqueue_job(self, function: str, *args: Any, **kwargs: Any) -> Any:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            visible = await conn.fetchval(
-                "SELECT count(*) FROM conversation WHERE id = $1", uuid.UUID(args[0])
-            )
-        finally:
-            await conn.close()
-        self.seen.append((args[0], visible == 1))
-        return await super().enqueue_job(function, *args, **kwargs)
-
-
 async def test_the_job_is_sent_only_when_the_row_is_visible_to_others(
-    app: FastAPI,
     client: httpx.AsyncClient,
     database_url: URL,
+    monkeypatch: pytest.MonkeyPatch,
     user: dict[str, Any],
     model_version: dict[str, Any],
 ) -> None:
-    queue = app.state.queue
-    witness = _WitnessQueue(
-        connection_pool=queue.connection_pool,
-        job_serializer=queue.job_serializer,
-        job_deserializer=queue.job_deserializer,
-        default_queue_name=queue.default_queue_name,
-    )
-    witness.dsn = database_url.set(drivername="postgresql").render_as_string(hide_password=False)
-    witness.seen = []
-    app.state.queue = witness
-    try:
-        response = await client.post("/conversations", json=_payload(user, model_version))
-    finally:
-        app.state.queue = queue
+    """As the job goes to Redis, another connection (a worker's) must already see the row."""
+    dsn = database_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    seen: list[tuple[str, bool]] = []
+
+    async def witnessed(pool: ArqRedis, conversation_id: uuid.UUID, **kwargs: Any) -> bool:
+        conn = await asyncpg.connect(dsn)
+        try:
+            visible = await conn.fetchval(
+                "SELECT count(*) FROM conversation WHERE id = $1", conversation_id
+            )
+        finally:
+            await conn.close()
+        seen.append((str(conversation_id), visible == 1))
+        return await enqueue_generation(pool, conversation_id, **kwargs)
+
+    monkeypatch.setattr(submission, "enqueue_generation", witnessed)
+    response = await client.post("/conversations", json=_payload(user, model_version))
     assert response.status_code == 202, response.text
-    assert witness.seen == [(response.json()["id"], True)]
+    assert seen == [(response.json()["id"], True)]
 
 
 async def test_after_commit_work_runs_only_after_a_commit(app: FastAPI) -> None:
