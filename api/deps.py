@@ -24,9 +24,18 @@ def get_session_factory(request: Request) -> SessionFactory:
     return factory
 
 
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One unit of work per request: committed before the response leaves, or rolled back."""
+    """One unit of work per request: committed before the response leaves, or rolled back.
+
+    A read runs its statements without a transaction (no BEGIN, no COMMIT: a round trip
+    each), since it writes nothing and each of its queries is consistent on its own.
+    """
     async with unit_of_work(get_session_factory(request)) as session:
+        if request.method in _READ_METHODS:
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         yield session
 
 

@@ -57,5 +57,6 @@ async def _publish(queue: ArqRedis, conversation_id: uuid.UUID) -> bool:
             span.set_attribute("error.type", type(exc).__name__)
             log.warning("enqueue_failed", error=type(exc).__name__)
             return False
-    log.info("conversation_enqueued" if queued else "conversation_already_queued")
+    # Debug: the request's own access line already says it was accepted.
+    log.debug("conversation_enqueued" if queued else "conversation_already_queued")
     return True

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from shared.logging import redact_prompt
 from shared.settings import Settings
@@ -34,8 +38,8 @@ def create_engine(settings: Settings, *, process_name: str) -> AsyncEngine:
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT_SECONDS,
-        # A connection killed by a database restart is noticed before use, not by a request.
-        pool_pre_ping=True,
+        # No ping on every checkout (two round trips each time): see `_ping_when_idle`.
+        pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={"server_settings": server_settings, "timeout": 5},
         # Otherwise every error message lists the statement's parameters.
@@ -43,7 +47,39 @@ def create_engine(settings: Settings, *, process_name: str) -> AsyncEngine:
     )
     if not settings.LOG_PROMPTS:
         event.listen(engine.sync_engine, "handle_error", _redact_row_values(settings))
+    _ping_when_idle(engine)
     return engine
+
+
+# A connection back in the pool this recently was just working; one idle longer is pinged.
+PING_AFTER_IDLE_SECONDS = 5.0
+_RETURNED_AT = "returned_at"
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Ping a pooled connection before use only when it sat idle, so busy traffic pays no
+    round trips for it. A connection killed by a database restart while the service was
+    quiet is replaced before any request sees it; one killed in the middle of traffic fails
+    the request using it (503, `Retry-After`) and is replaced by the pool for the next."""
+    pool, dialect = engine.sync_engine.pool, engine.dialect
+
+    def checkin(_: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _: Any) -> None:
+        returned = record.info.get(_RETURNED_AT)
+        if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                # The pool drops this connection and checks out (or opens) another.
+                raise DisconnectionError(str(exc)) from exc
+            raise
+
+    event.listen(pool, "checkin", checkin)
+    event.listen(pool, "checkout", checkout)
 
 
 def _redact_row_values(settings: Settings) -> Callable[[ExceptionContext], None]:

@@ -41,7 +41,9 @@ _context: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("log_context", de
 _STDLIB_LOGGERS: Mapping[str, int] = {
     "uvicorn": logging.NOTSET,
     "uvicorn.error": logging.NOTSET,
-    "uvicorn.access": logging.NOTSET,
+    # The API writes its own access line (`http_request`, with the request and trace ids);
+    # uvicorn's would be a second line for every request.
+    "uvicorn.access": logging.WARNING,
     "sqlalchemy": logging.WARNING,
     "sqlalchemy.engine": logging.WARNING,
     "sqlalchemy.pool": logging.WARNING,

@@ -23,6 +23,7 @@ class ApiKey(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column()
 
+    __mapper_args__ = {"eager_defaults": True}
     __table_args__ = (
         # Authentication looks a key up by its hash: one index probe, never a scan.
         Index("uq_api_key_key_hash", "key_hash", unique=True),

@@ -39,3 +39,6 @@ class Record(IdMixin, TimestampMixin, Base):
     """A soft-deletable row with a uuid key: what the API exposes as a resource."""
 
     __abstract__ = True
+    # Server-made values (id, timestamps) come back with the INSERT or UPDATE (RETURNING),
+    # not with a second SELECT.
+    __mapper_args__ = {"eager_defaults": True}

@@ -24,8 +24,7 @@ class ApiKeyRepository:
 
     async def add(self, key: ApiKey) -> ApiKey:
         self.session.add(key)
-        await self.session.flush()
-        await self.session.refresh(key)
+        await self.session.flush()  # eager defaults: the INSERT returns id and created_at
         return key
 
     async def live_keys(self, user_id: uuid.UUID) -> list[ApiKey]:

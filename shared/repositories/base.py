@@ -56,8 +56,7 @@ class RecordRepository(Generic[RecordT]):
     async def add(self, record: RecordT, *, violations: Violations | None = None) -> RecordT:
         """Insert `record`; see `flush` for `violations`."""
         self.session.add(record)
-        await self.flush(violations)
-        await self.session.refresh(record)
+        await self.flush(violations)  # eager defaults: the INSERT returns the server's values
         return record
 
     async def flush(self, violations: Violations | None = None) -> None:
@@ -104,7 +103,6 @@ class RecordRepository(Generic[RecordT]):
         return rows, int(total or 0)
 
     async def refresh(self, record: RecordT, *, violations: Violations | None = None) -> RecordT:
-        """Write `record`'s changes and read it back; see `flush` for `violations`."""
+        """Write `record`'s changes (the UPDATE returns `updated_at`); see `flush`."""
         await self.flush(violations)
-        await self.session.refresh(record)
         return record

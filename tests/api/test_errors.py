@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.engine import URL
 
 from api.main import create_app
+from shared import db
 from shared.settings import Settings
 from tests.api.conftest import assert_error
 from tests.support.auth import ADMIN_HEADERS
@@ -65,3 +68,39 @@ async def test_database_down_is_service_unavailable_with_retry_after(
     assert_error(response, 503, "service_unavailable")
     assert int(response.headers["Retry-After"]) > 0
     assert_error(await dead_db_client.get("/health/db"), 503, "service_unavailable")
+
+
+async def _cut_api_connections(database_url: URL) -> int:
+    """Terminate the API pool's database sessions, as a database restart would."""
+    conn = await asyncpg.connect(
+        database_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        killed = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND application_name LIKE '%-api'",
+            database_url.database,
+        )
+    finally:
+        await conn.close()
+    return int(killed)
+
+
+async def test_an_idle_connection_killed_by_a_restart_is_replaced_unseen(
+    client: httpx.AsyncClient, database_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # every returned one is "idle"
+    assert (await client.get("/users")).status_code == 200
+    assert await _cut_api_connections(database_url) >= 1
+    assert (await client.get("/users")).status_code == 200
+
+
+async def test_a_busy_connection_is_not_pinged_and_a_cut_costs_one_503(
+    client: httpx.AsyncClient, database_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    assert (await client.get("/users")).status_code == 200
+    assert await _cut_api_connections(database_url) >= 1
+    response = await client.get("/users")
+    assert_error(response, 503, "service_unavailable")
+    assert (await client.get("/users")).status_code == 200
