@@ -3,6 +3,12 @@
 Revision ID: 5c1d2e3f4a5b
 Revises: 9ae7be97a623
 Create Date: 2026-11-28 14:00:00.000000+00:00
+
+Downgrade on a database with data: it runs, and keeps every user, model version and
+conversation as it is. It drops the api_key table, so every user key is gone for good: after
+a downgrade (and after upgrading again) only the admin key from the environment works until
+users are issued new keys. Back up api_key first if the keys must survive a round trip.
+Tested by tests/migrations/test_migrations.py.
 """
 
 from collections.abc import Sequence

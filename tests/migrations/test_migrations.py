@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
+import asyncpg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -70,3 +72,63 @@ def test_upgrade_downgrade_upgrade_round_trips(empty_database: URL) -> None:
 
 def test_models_match_the_migrations(database_url: URL) -> None:
     assert _diff(database_url) == []
+
+
+BEFORE_API_KEYS = "9ae7be97a623"
+
+_SEED = """
+WITH u AS (INSERT INTO "user" (email) VALUES ('kept@example.com') RETURNING id),
+     m AS (INSERT INTO model_version (provider, model_name, version_tag)
+           VALUES ('ollama', 'llama3.2:3b', 'v1') RETURNING id),
+     c AS (INSERT INTO conversation (user_id, model_version_id, prompt, status, response, attempts)
+           SELECT u.id, m.id, 'a prompt', 'completed', 'an answer', 1 FROM u, m RETURNING id),
+     p AS (INSERT INTO conversation (user_id, model_version_id, prompt)
+           SELECT u.id, m.id, 'still waiting' FROM u, m RETURNING id)
+INSERT INTO api_key (user_id, name, prefix, key_hash)
+SELECT u.id, 'laptop', 'aek_abcd', repeat('a', 64) FROM u
+"""
+
+
+def _sql(url: URL, query: str) -> list[dict[str, Any]]:
+    async def run() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
+        try:
+            return [dict(row) for row in await conn.fetch(query)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _content(url: URL) -> dict[str, list[dict[str, Any]]]:
+    return {
+        table: _sql(url, f"SELECT * FROM {table} ORDER BY id")
+        for table in ('"user"', "model_version", "conversation")
+    }
+
+
+def test_downgrading_the_api_keys_migration_keeps_the_data_but_drops_every_user_key(
+    empty_database: URL,
+) -> None:
+    """The decision (see the migration's docstring and docs/testing.md): the downgrade runs on
+    a database with data and keeps users, model versions and conversations as they are; the
+    user keys go with their table, so after upgrading again only the admin key works until
+    users are issued new keys."""
+    config = database.alembic_config(empty_database)
+    command.upgrade(config, "head")
+    _sql(empty_database, _SEED)
+    before = _content(empty_database)
+    assert [len(rows) for rows in before.values()] == [1, 1, 2]
+
+    command.downgrade(config, BEFORE_API_KEYS)
+    assert "api_key" not in _tables(empty_database)
+    assert _content(empty_database) == before
+    indexes = _sql(
+        empty_database, "SELECT indexname FROM pg_indexes WHERE tablename = 'conversation'"
+    )
+    assert "ix_conversation_user_id_unfinished" not in {row["indexname"] for row in indexes}
+
+    command.upgrade(config, "head")
+    assert _content(empty_database) == before
+    assert _sql(empty_database, "SELECT count(*) AS n FROM api_key") == [{"n": 0}]
+    assert _diff(empty_database) == []
