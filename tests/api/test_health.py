@@ -3,14 +3,17 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from api.main import create_app
+from shared.db import unit_of_work
 from shared.settings import Settings
 from tests.api.conftest import assert_error, client_of
 from tests.support.auth import ADMIN_HEADERS
 
 
-async def test_live_db_and_ready(client: httpx.AsyncClient) -> None:
+async def test_live_db_and_ready(app: FastAPI, client: httpx.AsyncClient) -> None:
+    await app.state.queue.delete(app.state.settings.QUEUE_NAME)
     assert (await client.get("/health/live")).json() == {"status": "ok"}
     assert (await client.get("/health/db")).json() == {"status": "ok"}
     ready = await client.get("/health/ready")
@@ -18,11 +21,14 @@ async def test_live_db_and_ready(client: httpx.AsyncClient) -> None:
     assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
     queue = ready.json()["queue"]
     assert queue["pending"] == 0
-    assert queue["depth"] >= 0
+    assert queue["depth"] == 0
     assert queue["oldest_pending_age_seconds"] is None
 
 
-async def test_ready_and_metrics_report_the_pending_work(client: httpx.AsyncClient) -> None:
+async def test_ready_and_metrics_report_the_pending_work(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    await app.state.queue.delete(app.state.settings.QUEUE_NAME)
     user = (await client.post("/users", json={"email": "q@example.com"})).json()
     model = (
         await client.post(
@@ -32,10 +38,19 @@ async def test_ready_and_metrics_report_the_pending_work(client: httpx.AsyncClie
     for _ in range(2):
         payload = {"user_id": user["id"], "model_version_id": model["id"], "prompt": "p"}
         assert (await client.post("/conversations", json=payload)).status_code == 202
+    # The oldest was submitted an hour ago, as far as the row says.
+    async with unit_of_work(app.state.session_factory) as session:
+        await session.execute(
+            text("UPDATE conversation SET created_at = now() - interval '1 hour'")
+        )
     queue = (await client.get("/health/ready")).json()["queue"]
+    async with app.state.session_factory() as session:
+        age_now = await session.scalar(
+            text("SELECT extract(epoch FROM now() - min(created_at)) FROM conversation")
+        )
     assert queue["pending"] == 2
-    assert queue["oldest_pending_age_seconds"] >= 0
-    assert queue["depth"] >= 2
+    assert 3600 <= queue["oldest_pending_age_seconds"] <= float(age_now)
+    assert queue["depth"] == 2
     metrics = (await client.get("/metrics")).text
     assert "oldest_pending_age_seconds " in metrics
     assert 'conversations_submitted_total{mode="queued"} 2.0' in metrics

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -49,15 +51,19 @@ async def _error(client: OpenAICompatClient) -> LLMError:
 async def test_generate_returns_text_tokens_and_finish_reason(
     openai: OpenAICompatClient, llm: FakeLLMServer
 ) -> None:
+    llm.configure(delay_seconds=0.05)
+    started = time.perf_counter()
     result = await openai.generate(
         _request("hello world", temperature=0.5, top_p=1.0, max_tokens=9)
     )
+    outside_ms = (time.perf_counter() - started) * 1000
 
     assert result.text == "echo: hello world"
     assert (result.input_tokens, result.output_tokens) == (4, 3)
     assert result.finish_reason == "stop"
     assert result.model == MODEL
-    assert 0 < result.latency_ms < 2000
+    # The call's wall time: at least the server's delay, at most what the caller saw.
+    assert 50 <= result.latency_ms <= outside_ms
     stats = llm.stats()
     assert stats.last_path == "/v1/chat/completions"
     assert stats.last_body == {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator
 
@@ -17,6 +18,7 @@ from tests.support.auth import ADMIN_HEADERS
 from . import LogCapture, captured_logging
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
+SLOW_HANDLER_SECONDS = 0.05
 
 
 def _app() -> FastAPI:
@@ -30,6 +32,11 @@ def _app() -> FastAPI:
     @app.get("/sets-its-own")
     async def sets_its_own() -> Response:
         return Response(headers={"X-Request-ID": "from-the-handler"})
+
+    @app.get("/slow")
+    async def slow() -> dict[str, bool]:
+        await asyncio.sleep(SLOW_HANDLER_SECONDS)
+        return {"slow": True}
 
     @app.get("/boom")
     async def boom() -> None:
@@ -96,8 +103,17 @@ async def test_lines_logged_during_the_request_carry_its_id(
     assert access["extra"]["method"] == "GET"
     assert access["extra"]["path"] == "/conversations/c1"
     assert access["extra"]["status"] == 200
-    assert access["extra"]["duration_ms"] >= 0
+    assert isinstance(access["extra"]["duration_ms"], float)
     assert log_context() == {}
+
+
+async def test_the_access_line_times_the_whole_request(
+    logs: LogCapture, client: httpx.AsyncClient
+) -> None:
+    """The duration covers the handler: it is at least what the handler is known to wait."""
+    await client.get("/slow")
+    (access,) = logs.find("http_request")
+    assert access["extra"]["duration_ms"] >= SLOW_HANDLER_SECONDS * 1000
 
 
 async def test_unhandled_error_logs_one_error_line_with_the_id(
