@@ -14,11 +14,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import SessionDep
+from api.deps import SessionDep, get_settings
 from shared.api_keys import hash_key, same_secret
 from shared.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from shared.repositories.api_keys import ApiKeyRepository
-from shared.settings import Settings
 
 # auto_error=False: a missing header is answered by our 401 in the error contract, not
 # FastAPI's 403. The scheme still appears in OpenAPI, so Swagger UI offers "Authorize".
@@ -51,9 +50,7 @@ class Principal:
 ADMIN = Principal(user_id=None)
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+_settings = get_settings
 
 
 async def _resolve(

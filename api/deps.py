@@ -1,17 +1,25 @@
-"""Request-scoped dependencies, as `Annotated` aliases routes can declare."""
+"""Request-scoped dependencies, as `Annotated` aliases routes can declare.
+
+What the lifespan builds lives in `app.state`, which is untyped; these are the only readers of
+it, so a route states what it needs with a type (`SettingsDep`, `MetricsDep`, ...).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Collection
+from typing import TYPE_CHECKING, Annotated
 
 from arq.connections import ArqRedis
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import SessionFactory, unit_of_work
+from shared.metrics import Metrics
 from shared.schemas.common import MAX_OFFSET, Page
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from api.limits import SubmissionLimiter
 
 
 def get_settings(request: Request) -> Settings:
@@ -44,6 +52,22 @@ def get_queue(request: Request) -> ArqRedis:
     return queue
 
 
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def get_providers(request: Request) -> Collection[str]:
+    """The providers this deployment's workers can generate with."""
+    providers: Collection[str] = request.app.state.supported_providers
+    return providers
+
+
+def get_submission_limiter(request: Request) -> SubmissionLimiter:
+    limiter: SubmissionLimiter = request.app.state.submission_limiter
+    return limiter
+
+
 def get_page(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 50,
     offset: Annotated[
@@ -57,5 +81,9 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 # scope="function": the commit happens before the response is sent, so a failed commit
 # becomes an error response instead of a success the database never saw.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SessionFactoryDep = Annotated[SessionFactory, Depends(get_session_factory)]
 QueueDep = Annotated[ArqRedis, Depends(get_queue)]
 PageDep = Annotated[Page, Depends(get_page)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ProvidersDep = Annotated[Collection[str], Depends(get_providers)]
+LimiterDep = Annotated["SubmissionLimiter", Depends(get_submission_limiter)]

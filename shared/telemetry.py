@@ -276,9 +276,3 @@ def current_trace_id() -> str | None:
     """The 32-hex trace id of the current span, or None outside a trace."""
     span_context = trace.get_current_span().get_span_context()
     return format(span_context.trace_id, "032x") if span_context.is_valid else None
-
-
-def current_span_id() -> str | None:
-    """The 16-hex id of the current span, or None outside a trace."""
-    span_context = trace.get_current_span().get_span_context()
-    return format(span_context.span_id, "016x") if span_context.is_valid else None

@@ -49,7 +49,6 @@ async def _start_metrics(settings: Settings, obs: Observability) -> MetricsServe
         # Two workers on one host cannot share a port; the second still does its real job.
         logger.warning("metrics_server_unavailable", error=str(exc))
         return None
-    logger.info("metrics_server_started", host=server.host, port=server.port)
     return server
 
 

@@ -3,11 +3,19 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from api.auth import Principal, PrincipalDep
-from api.deps import PageDep, QueueDep, SessionDep
+from api.deps import (
+    LimiterDep,
+    MetricsDep,
+    PageDep,
+    ProvidersDep,
+    QueueDep,
+    SessionDep,
+    SettingsDep,
+)
 from api.errors import error_responses
 from api.limits import check_submission_sizes
 from api.submission import enqueue_after_commit
@@ -64,11 +72,14 @@ def _location(settings: Settings, conversation_id: uuid.UUID) -> str:
 )
 async def create_conversation(
     data: ConversationCreate,
-    request: Request,
     response: Response,
     session: SessionDep,
     queue: QueueDep,
     caller: PrincipalDep,
+    settings: SettingsDep,
+    limiter: LimiterDep,
+    metrics: MetricsDep,
+    providers: ProvidersDep,
 ) -> ConversationRead:
     """Submit a prompt.
 
@@ -80,30 +91,28 @@ async def create_conversation(
     `MAX_ACTIVE_CONVERSATIONS_PER_USER` unfinished conversations (429 with `Retry-After`);
     a full queue answers 503 with `Retry-After`.
     """
-    state = request.app.state
-    settings: Settings = state.settings
     check_submission_sizes(data, settings)
     owner = _owner_for(caller, data)
     generate = data.response is None
     if generate and not caller.is_admin:
-        await state.submission_limiter.check_rate(owner)
+        await limiter.check_rate(owner)
     if generate:
-        await state.submission_limiter.check_queue_depth()
+        await limiter.check_queue_depth()
     conversation = await service.create_conversation(
         session,
         data=data,
         user_id=owner,
-        supported_providers=state.supported_providers,
+        supported_providers=providers,
         trace_id=current_trace_id(),
         max_active=None if caller.is_admin else settings.MAX_ACTIVE_CONVERSATIONS_PER_USER,
     )
     response.headers["Location"] = _location(settings, conversation.id)
     if conversation.status == ConversationStatus.COMPLETED:
         response.status_code = status.HTTP_201_CREATED
-        state.metrics.conversations_submitted_total.labels("stored").inc()
+        metrics.conversations_submitted_total.labels("stored").inc()
         return ConversationRead.model_validate(conversation)
     enqueue_after_commit(session, queue, conversation.id)
-    state.metrics.conversations_submitted_total.labels("queued").inc()
+    metrics.conversations_submitted_total.labels("queued").inc()
     return ConversationRead.model_validate(conversation)
 
 

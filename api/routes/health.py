@@ -3,23 +3,26 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Request
+from arq.connections import ArqRedis
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from loguru import logger
 from sqlalchemy import text
 
 from api.auth import CallerIsAdminDep
+from api.deps import QueueDep, SessionFactoryDep, SettingsDep
 from api.errors import error_responses
 from api.queue_status import sample_queue
+from shared.db import SessionFactory
 
 router = APIRouter(prefix="/health", tags=["health"])
 
 _OK = {"status": "ok"}
 
 
-async def _database_ok(request: Request) -> bool:
+async def _database_ok(session_factory: SessionFactory) -> bool:
     try:
-        async with request.app.state.session_factory() as session:
+        async with session_factory() as session:
             await session.execute(text("SELECT 1"))
     except Exception as exc:
         logger.warning("health_database_failed", error=type(exc).__name__)
@@ -27,9 +30,9 @@ async def _database_ok(request: Request) -> bool:
     return True
 
 
-async def _redis_ok(request: Request) -> bool:
+async def _redis_ok(queue: ArqRedis) -> bool:
     try:
-        await request.app.state.queue.ping()
+        await queue.ping()
     except Exception as exc:
         logger.warning("health_redis_failed", error=type(exc).__name__)
         return False
@@ -55,9 +58,9 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/db", responses=error_responses(503))
-async def database(request: Request) -> Any:
+async def database(session_factory: SessionFactoryDep) -> Any:
     """The database answers a query."""
-    if await _database_ok(request):
+    if await _database_ok(session_factory):
         return _OK
     return _unavailable({"database": "unreachable"})
 
@@ -68,7 +71,12 @@ async def database(request: Request) -> Any:
     # The key is optional here (probes send none); the empty requirement says so.
     openapi_extra={"security": [{}]},
 )
-async def ready(request: Request, admin: CallerIsAdminDep) -> Any:
+async def ready(
+    admin: CallerIsAdminDep,
+    queue: QueueDep,
+    session_factory: SessionFactoryDep,
+    settings: SettingsDep,
+) -> Any:
     """Ready for traffic: the database and Redis both answer.
 
     Open to probes, which get the status alone. With the admin key the answer also names
@@ -77,13 +85,12 @@ async def ready(request: Request, admin: CallerIsAdminDep) -> Any:
     unready, since the API accepts work with no worker running.
     """
     checks = {
-        "database": "ok" if await _database_ok(request) else "unreachable",
-        "redis": "ok" if await _redis_ok(request) else "unreachable",
+        "database": "ok" if await _database_ok(session_factory) else "unreachable",
+        "redis": "ok" if await _redis_ok(queue) else "unreachable",
     }
     if not all(value == "ok" for value in checks.values()):
         return _unavailable(checks if admin else None)
     if not admin:
         return _OK
-    state = request.app.state
-    status = await sample_queue(state.queue, state.session_factory, state.settings.QUEUE_NAME)
+    status = await sample_queue(queue, session_factory, settings.QUEUE_NAME)
     return {"status": "ok", "checks": checks, "queue": asdict(status)}
