@@ -167,8 +167,9 @@ class ConversationRepository(RecordRepository[Conversation]):
                             "gave up after ",
                             Conversation.attempts,
                             " attempts; the last one stopped without reporting (lease expired)",
+                            # `||`, not concat(): NULL when there was no earlier error.
                             func.coalesce(
-                                func.concat("; last error: ", Conversation.error_message), ""
+                                literal("; last error: ") + Conversation.error_message, ""
                             ),
                         ),
                     ),

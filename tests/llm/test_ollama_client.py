@@ -251,6 +251,11 @@ async def test_ready_check_passes_when_model_is_pulled(
     await check_ollama_ready(ollama, MODEL)
     await check_ollama_ready(ollama, "llama3")  # a bare name means `:latest`
 
+    # It did ask (a check that never calls would pass too), and the same list refuses others.
+    assert llm.stats().last_path == "/api/tags"
+    with pytest.raises(OllamaNotReadyError, match="mistral"):
+        await check_ollama_ready(ollama, "mistral")
+
 
 async def test_ready_check_names_the_missing_model(
     ollama: OllamaClient, llm: FakeLLMServer

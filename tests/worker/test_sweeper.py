@@ -76,11 +76,59 @@ async def test_expired_lease_with_no_attempts_left_fails_with_the_last_error(
     row = await load(session_factory, cid)
     assert row.status == ConversationStatus.FAILED
     assert row.error_code == "max_attempts_exceeded"
-    assert row.error_message is not None
-    assert "lease expired" in row.error_message
-    assert "connection refused" in row.error_message
+    assert row.error_message == (
+        f"gave up after {res.settings.WORKER_MAX_ATTEMPTS} attempts; the last one stopped"
+        " without reporting (lease expired); last error: connection refused"
+    )
     assert row.completed_at is not None
+    assert row.lease_expires_at is None
     assert not await _queued(queue, cid)
+
+
+async def test_an_exhausted_row_without_an_earlier_error_says_only_why_it_gave_up(
+    session_factory: SessionFactory,
+) -> None:
+    cid = await make_conversation(session_factory)
+    await set_columns(session_factory, cid, status="running", attempts=2, lease_expires_at=LONG_AGO)
+    async with unit_of_work(session_factory) as session:
+        put_back = await ConversationRepository(session).reclaim_expired_leases(
+            max_attempts=2, limit=10
+        )
+    assert put_back == []
+    row = await load(session_factory, cid)
+    assert (row.status, row.error_code) == ("failed", "max_attempts_exceeded")
+    assert row.error_message == (
+        "gave up after 2 attempts; the last one stopped without reporting (lease expired)"
+    )
+
+
+async def test_a_reclaimed_row_keeps_its_last_error_and_is_not_finished(
+    session_factory: SessionFactory,
+) -> None:
+    cid = await make_conversation(session_factory)
+    await set_columns(
+        session_factory,
+        cid,
+        status="running",
+        attempts=1,
+        lease_expires_at=LONG_AGO,
+        error_code="llm_unavailable",
+        error_message="HTTP 503",
+    )
+    async with unit_of_work(session_factory) as session:
+        put_back = await ConversationRepository(session).reclaim_expired_leases(
+            max_attempts=2, limit=10
+        )
+    assert put_back == [cid]
+    row = await load(session_factory, cid)
+    assert (row.status, row.attempts, row.error_code, row.error_message) == (
+        "pending",
+        1,
+        "llm_unavailable",
+        "HTTP 503",
+    )
+    assert row.completed_at is None
+    assert row.lease_expires_at is None
 
 
 async def test_a_live_lease_is_left_alone(
