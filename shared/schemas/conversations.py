@@ -69,8 +69,13 @@ class ConversationRead(ReadModel):
     top_p: float | None
     max_tokens: int | None
     status: ConversationStatus
-    error_code: str | None
+    error_code: str | None = Field(
+        description="Why it failed; while `pending` after a failed attempt, why it is retried."
+    )
     error_message: str | None
+    next_attempt_at: datetime | None = Field(
+        description="While a retry waits: the earliest time its next attempt starts."
+    )
     attempts: int
     prompt_version: str | None
     finish_reason: str | None

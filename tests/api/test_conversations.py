@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from shared.db import SessionFactory
 from tests.api.conftest import assert_error, create_model_version, create_user
+from tests.factories import make_conversation, set_columns
 
 
 def payload(user: dict[str, Any], model_version: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -197,3 +200,22 @@ async def test_delete_hides_and_cancels(
     assert_error(await client.get(f"/conversations/{waiting['id']}"), 404, "not_found")
     assert (await client.get("/conversations")).json() == []
     assert_error(await client.delete(f"/conversations/{waiting['id']}"), 404, "not_found")
+
+
+async def test_a_conversation_waiting_for_a_retry_says_why_and_until_when(
+    client: httpx.AsyncClient, session_factory: SessionFactory
+) -> None:
+    cid = await make_conversation(session_factory)
+    retry_at = datetime.now(UTC) + timedelta(seconds=30)
+    await set_columns(
+        session_factory,
+        cid,
+        attempts=1,
+        error_code="llm_unavailable",
+        error_message="model server refused the connection",
+        next_attempt_at=retry_at,
+    )
+    body = (await client.get(f"/conversations/{cid}")).json()
+    assert body["status"] == "pending"
+    assert (body["error_code"], body["attempts"]) == ("llm_unavailable", 1)
+    assert datetime.fromisoformat(body["next_attempt_at"]) == retry_at
