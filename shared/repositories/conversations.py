@@ -19,6 +19,8 @@ CONVERSATION_ORDER: dict[ConversationOrder, ColumnElement[Any]] = {
     ConversationOrder.LATENCY_MS_DESC: Conversation.latency_ms.desc().nulls_last(),
 }
 
+# Readiness and metrics count pending rows up to here ("at least"), in bounded time.
+PENDING_COUNT_LIMIT = 10_000
 _RUNNING = ConversationStatus.RUNNING.value
 _PENDING = ConversationStatus.PENDING.value
 _UNFINISHED = (_PENDING, _RUNNING)
@@ -200,11 +202,23 @@ class ConversationRepository(RecordRepository[Conversation]):
         )
         return list((await self.session.scalars(stmt)).all())
 
-    async def queue_stats(self) -> tuple[int, float | None]:
-        """Pending count and the age in seconds of the oldest pending row."""
-        stmt = select(
-            func.count(),
-            func.extract("epoch", func.now() - func.min(Conversation.created_at)),
-        ).where(Conversation.status == _PENDING, Conversation.is_active)
-        count, age = (await self.session.execute(stmt)).one()
-        return int(count), (float(age) if age is not None else None)
+    async def queue_stats(
+        self, *, count_up_to: int = PENDING_COUNT_LIMIT
+    ) -> tuple[int, float | None]:
+        """Pending rows, counted no further than `count_up_to`, and the age in seconds of the
+        oldest one. Both cost the same however many rows wait: probes and scrapes call this."""
+        pending = (
+            select(Conversation.created_at)
+            .where(Conversation.status == _PENDING, Conversation.is_active)
+            .limit(count_up_to)
+            .subquery()
+        )
+        count = await self.session.scalar(select(func.count()).select_from(pending))
+        oldest = (
+            select(func.extract("epoch", func.now() - Conversation.created_at))
+            .where(Conversation.status == _PENDING, Conversation.is_active)
+            .order_by(Conversation.created_at)
+            .limit(1)
+        )
+        age = await self.session.scalar(oldest)
+        return int(count or 0), (float(age) if age is not None else None)

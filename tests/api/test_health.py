@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
 from api.main import create_app
-from shared.db import unit_of_work
+from shared.db import SessionFactory, unit_of_work
+from shared.repositories.conversations import ConversationRepository
 from shared.settings import Settings
 from tests.api.conftest import assert_error, client_of
+from tests.factories import make_conversation, set_columns
 from tests.support.auth import ADMIN_HEADERS
 
 
@@ -78,3 +82,18 @@ async def test_ready_reports_redis_down(settings: Settings) -> None:
             assert body["details"]["redis"] == "unreachable"
             assert body["details"]["database"] == "ok"
             assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_pending_rows_are_counted_only_up_to_a_bound(
+    session_factory: SessionFactory,
+) -> None:
+    """A probe's cost must not grow with the backlog: the count stops at its bound, and the
+    oldest age is one index lookup."""
+    ids = [await make_conversation(session_factory) for _ in range(3)]
+    await set_columns(session_factory, ids[0], created_at=datetime.now(UTC) - timedelta(hours=1))
+    async with session_factory() as session:
+        capped, age = await ConversationRepository(session).queue_stats(count_up_to=2)
+        full, _ = await ConversationRepository(session).queue_stats()
+    assert (capped, full) == (2, 3)
+    assert age is not None
+    assert 3600 <= age < 3600 + 600
