@@ -107,4 +107,9 @@ stack_down: ## Stop the whole stack
 
 .PHONY: help install project_init lock prestart dev_admin_key alembic_upgrade alembic_migrate run run_api \
 	run_worker run_dev test run_test lint format db_up db_down llm_up llm_down llm_local obs_up obs_down \
-	stack_up stack_down routes_doc
+	stack_up stack_down routes_doc mutation
+
+mutation: install ## Mutation testing of the core with mutmut (minutes; see docs/testing.md), then the kill rate
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $$(nproc) || true
+	$(BIN)/python -m tests.support.mutation_report

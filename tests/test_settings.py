@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import Settings, SettingsError, load_settings
+from shared.settings import (
+    ADMIN_KEY_MIN_LENGTH,
+    Settings,
+    SettingsError,
+    admin_key_problem,
+    generate_admin_key,
+    load_settings,
+)
 from tests.support.auth import ADMIN_KEY
 
 ENV_EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
@@ -172,3 +179,42 @@ def test_a_malformed_rate_limit_names_the_variable(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SUBMIT_RATE_LIMIT", "lots")
     with pytest.raises(SettingsError, match=r"SUBMIT_RATE_LIMIT: .*rate limit 'lots'"):
         load_settings()
+
+
+def test_a_generated_admin_key_passes_the_checks_and_is_fresh() -> None:
+    keys = {generate_admin_key() for _ in range(5)}
+    assert len(keys) == 5
+    for key in keys:
+        assert key.startswith("aek_admin_")
+        assert len(key) > ADMIN_KEY_MIN_LENGTH
+        assert admin_key_problem(key) is None
+
+
+def test_admin_key_checks_at_their_bounds() -> None:
+    distinct = "abcdefgh"  # the fewest distinct characters allowed
+    assert admin_key_problem((distinct * 4)[:ADMIN_KEY_MIN_LENGTH]) is None
+    assert admin_key_problem((distinct * 4)[: ADMIN_KEY_MIN_LENGTH - 1]) == (
+        "must be at least 32 random characters"
+    )
+    assert admin_key_problem("abcdefg" * 5) == "must be at least 32 random characters"
+    assert admin_key_problem("abcdefgh" * 4 + "TODO") == (
+        "looks like a placeholder; generate a random one"
+    )
+
+
+def test_every_problem_is_named_in_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_PORT", "0")
+    monkeypatch.setenv("WORKER_LEASE_SECONDS", "1")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == (
+        "invalid configuration: POSTGRES_PORT: Input should be greater than or equal to 1"
+    )
+    monkeypatch.delenv("POSTGRES_PORT")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == (
+        "invalid configuration: settings: Value error, "
+        "WORKER_JOB_TIMEOUT_SECONDS must be smaller than WORKER_LEASE_SECONDS"
+    )
+    assert error.value.__cause__ is None
