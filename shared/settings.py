@@ -10,6 +10,7 @@ from typing import Annotated
 from limits import RateLimitItem
 from limits import parse as parse_limit
 from pydantic import (
+    AliasChoices,
     AnyHttpUrl,
     Field,
     PositiveFloat,
@@ -56,6 +57,8 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
         extra="ignore",
         case_sensitive=True,
+        # Fields with a deprecated alias (LLM_TIMEOUT_SECONDS) are still set by their name.
+        populate_by_name=True,
     )
 
     SERVICE_NAME: str = "ai-eng-api"
@@ -100,7 +103,12 @@ class Settings(BaseSettings):
 
     OLLAMA_BASE_URL: AnyHttpUrl = AnyHttpUrl("http://localhost:11434")
     OLLAMA_DEFAULT_MODEL: str = "llama3.2:3b"
-    OLLAMA_TIMEOUT_SECONDS: PositiveFloat = 120.0
+    # Bounds one generation call of any provider. OLLAMA_TIMEOUT_SECONDS, its old name, is still
+    # read (deprecated) so existing `.env` files keep working.
+    LLM_TIMEOUT_SECONDS: PositiveFloat = Field(
+        default=120.0,
+        validation_alias=AliasChoices("LLM_TIMEOUT_SECONDS", "OLLAMA_TIMEOUT_SECONDS"),
+    )
     OLLAMA_STARTUP_CHECK_ENABLED: bool = True
 
     WORKER_MAX_JOBS: PositiveInt = 10
@@ -127,7 +135,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _timeouts_nest(self) -> Settings:
         problem = timeouts_problem(
-            self.OLLAMA_TIMEOUT_SECONDS, self.WORKER_JOB_TIMEOUT_SECONDS, self.WORKER_LEASE_SECONDS
+            self.LLM_TIMEOUT_SECONDS, self.WORKER_JOB_TIMEOUT_SECONDS, self.WORKER_LEASE_SECONDS
         )
         if problem is not None:
             raise ValueError(problem)
@@ -192,7 +200,7 @@ def timeouts_problem(llm_call: float, job: float, lease: float) -> str | None:
     healthy generation would be taken back and generated twice.
     """
     if not llm_call < job:
-        return "OLLAMA_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"
+        return "LLM_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"
     if not job < lease:
         return "WORKER_JOB_TIMEOUT_SECONDS must be smaller than WORKER_LEASE_SECONDS"
     return None

@@ -44,15 +44,15 @@ def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_timeouts_must_nest(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OLLAMA_TIMEOUT_SECONDS", "200")
-    with pytest.raises(SettingsError, match="OLLAMA_TIMEOUT_SECONDS must be smaller"):
+    monkeypatch.setenv("LLM_TIMEOUT_SECONDS", "200")
+    with pytest.raises(SettingsError, match="LLM_TIMEOUT_SECONDS must be smaller"):
         load_settings()
 
 
 def _timeouts(llm: float, job: float, lease: float) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
-        OLLAMA_TIMEOUT_SECONDS=llm,
+        LLM_TIMEOUT_SECONDS=llm,
         WORKER_JOB_TIMEOUT_SECONDS=job,
         WORKER_LEASE_SECONDS=lease,
     )
@@ -61,12 +61,12 @@ def _timeouts(llm: float, job: float, lease: float) -> Settings:
 @pytest.mark.parametrize(
     ("llm", "job", "lease", "message"),
     [
-        (10, 10, 30, "OLLAMA_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"),
-        (11, 10, 30, "OLLAMA_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"),
+        (10, 10, 30, "LLM_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"),
+        (11, 10, 30, "LLM_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"),
         (5, 30, 30, "WORKER_JOB_TIMEOUT_SECONDS must be smaller than WORKER_LEASE_SECONDS"),
         (5, 31, 30, "WORKER_JOB_TIMEOUT_SECONDS must be smaller than WORKER_LEASE_SECONDS"),
         # Both broken: the first inequality is named first.
-        (30, 30, 30, "OLLAMA_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"),
+        (30, 30, 30, "LLM_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"),
     ],
     ids=["llm-equals-job", "llm-above-job", "job-equals-lease", "job-above-lease", "all-equal"],
 )
@@ -80,7 +80,7 @@ def test_each_timeout_must_be_strictly_below_the_next(
 def test_timeouts_just_below_each_other_are_accepted() -> None:
     settings = _timeouts(9.999, 10, 10.001)
     assert (
-        settings.OLLAMA_TIMEOUT_SECONDS,
+        settings.LLM_TIMEOUT_SECONDS,
         settings.WORKER_JOB_TIMEOUT_SECONDS,
         settings.WORKER_LEASE_SECONDS,
     ) == (9.999, 10, 10.001)
@@ -89,7 +89,7 @@ def test_timeouts_just_below_each_other_are_accepted() -> None:
 def test_the_default_timeouts_nest() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert (
-        settings.OLLAMA_TIMEOUT_SECONDS
+        settings.LLM_TIMEOUT_SECONDS
         < settings.WORKER_JOB_TIMEOUT_SECONDS
         < settings.WORKER_LEASE_SECONDS
     )
@@ -218,3 +218,10 @@ def test_every_problem_is_named_in_one_message(monkeypatch: pytest.MonkeyPatch) 
         "WORKER_JOB_TIMEOUT_SECONDS must be smaller than WORKER_LEASE_SECONDS"
     )
     assert error.value.__cause__ is None
+
+
+def test_the_old_llm_timeout_name_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_TIMEOUT_SECONDS", "42")
+    assert load_settings().LLM_TIMEOUT_SECONDS == 42
+    monkeypatch.setenv("LLM_TIMEOUT_SECONDS", "43")
+    assert load_settings().LLM_TIMEOUT_SECONDS == 43  # the new name wins

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 BAD_SETTINGS = [
     pytest.param(
-        {"OLLAMA_TIMEOUT_SECONDS": "180"},
-        "OLLAMA_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS",
+        {"LLM_TIMEOUT_SECONDS": "180"},
+        "LLM_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS",
         id="llm-timeout-equals-job-timeout",
     ),
     pytest.param(

@@ -103,11 +103,11 @@ async def _generate(res: WorkerResources, claimed: _Claimed) -> GenerationResult
     with llm_span(res.obs, client.provider, request) as span:
         try:
             # httpx bounds each read; this bounds the whole call, however the server drips.
-            async with asyncio.timeout(res.settings.OLLAMA_TIMEOUT_SECONDS):
+            async with asyncio.timeout(res.settings.LLM_TIMEOUT_SECONDS):
                 result = await client.generate(request)
         except TimeoutError:
             error = LLMUnavailableError(
-                f"no answer within {res.settings.OLLAMA_TIMEOUT_SECONDS:g}s"
+                f"no answer within {res.settings.LLM_TIMEOUT_SECONDS:g}s"
             )
             record_llm_error(span, error)
             raise error from None

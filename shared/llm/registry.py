@@ -24,7 +24,7 @@ def create_http_client(settings: Settings, *, process_name: str | None = None) -
         settings.SERVICE_NAME if process_name is None else f"{settings.SERVICE_NAME}/{process_name}"
     )
     return httpx.AsyncClient(
-        timeout=request_timeout(settings.OLLAMA_TIMEOUT_SECONDS),
+        timeout=request_timeout(settings.LLM_TIMEOUT_SECONDS),
         limits=httpx.Limits(
             max_connections=concurrency * 2,
             max_keepalive_connections=concurrency,
@@ -49,7 +49,7 @@ def make_llm_clients(settings: Settings, http: httpx.AsyncClient) -> dict[str, L
     """Clients by provider name: always `ollama`, `openai` only when `OPENAI_BASE_URL` is set."""
     clients: dict[str, LLMClient] = {
         "ollama": OllamaClient(
-            http, settings.ollama_base_url, timeout_seconds=settings.OLLAMA_TIMEOUT_SECONDS
+            http, settings.ollama_base_url, timeout_seconds=settings.LLM_TIMEOUT_SECONDS
         ),
     }
     if settings.OPENAI_BASE_URL is not None:
@@ -57,7 +57,7 @@ def make_llm_clients(settings: Settings, http: httpx.AsyncClient) -> dict[str, L
         clients["openai"] = OpenAICompatClient(
             http,
             str(settings.OPENAI_BASE_URL),
-            timeout_seconds=settings.OLLAMA_TIMEOUT_SECONDS,
+            timeout_seconds=settings.LLM_TIMEOUT_SECONDS,
             api_key=api_key.get_secret_value() if api_key is not None else None,
         )
     return clients

@@ -23,7 +23,7 @@ def _settings(**values: object) -> Settings:
 
 
 async def test_only_ollama_without_openai_base_url() -> None:
-    settings = _settings(OLLAMA_TIMEOUT_SECONDS=7.5)
+    settings = _settings(LLM_TIMEOUT_SECONDS=7.5)
     async with create_http_client(settings, process_name="tests") as http:
         clients = make_llm_clients(settings, http)
 

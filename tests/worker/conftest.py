@@ -23,7 +23,7 @@ def worker_settings(settings: Settings, fake_llm_server: FakeLLMServer) -> Setti
     return settings.model_copy(
         update={
             "OLLAMA_BASE_URL": AnyHttpUrl(fake_llm_server.url),
-            "OLLAMA_TIMEOUT_SECONDS": 1.0,
+            "LLM_TIMEOUT_SECONDS": 1.0,
             "WORKER_JOB_TIMEOUT_SECONDS": 5.0,
             "WORKER_LEASE_SECONDS": 10.0,
             "WORKER_MAX_ATTEMPTS": 3,

@@ -171,7 +171,7 @@ async def test_a_model_that_drips_its_answer_past_the_llm_timeout_is_cut_off(
     res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
 ) -> None:
     """Each byte arrives long before httpx's per-read timeout, but the whole answer would take
-    seconds: the whole-call timeout ends it at OLLAMA_TIMEOUT_SECONDS, as a retriable error."""
+    seconds: the whole-call timeout ends it at LLM_TIMEOUT_SECONDS, as a retriable error."""
     fake_llm.configure(drip_seconds=0.01)  # ~350 bytes: several times the 1 s LLM timeout
     cid = await make_conversation(session_factory)
     with pytest.raises(Retry):
