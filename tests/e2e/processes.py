@@ -101,7 +101,11 @@ def start_api(env: Mapping[str, str], log_dir: Path) -> tuple[Process, str]:
         except httpx.HTTPError:
             return False
 
-    wait_until(up, timeout=30, what="the API to answer")
+    try:
+        wait_until(up, timeout=30, what="the API to answer")
+    except BaseException:
+        process.stop()  # an API that never answered must not outlive the test
+        raise
     return process, base_url
 
 
@@ -118,6 +122,9 @@ def start_worker(env: Mapping[str, str], log_dir: Path, *, wait: bool = True) ->
 
         try:
             wait_until(up, timeout=30, what="the worker heartbeat")
+        except BaseException:
+            process.stop()  # a worker that never came up must not outlive the test
+            raise
         finally:
             client.close()
     return process
