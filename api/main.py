@@ -24,7 +24,7 @@ from shared.llm.registry import served_providers
 from shared.logging import configure_logging
 from shared.metrics import create_metrics
 from shared.queue import create_queue_pool
-from shared.settings import Exposure, Settings, get_settings
+from shared.settings import Exposure, Settings, SettingsError, get_settings
 from shared.telemetry import (
     instrument_fastapi,
     instrument_redis,
@@ -38,7 +38,12 @@ PROCESS_NAME = "api"
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app (uvicorn: `--factory api.main:create_app`); nothing connects until the
     lifespan starts."""
-    settings = settings or get_settings()
+    if settings is None:
+        try:
+            settings = get_settings()
+        except SettingsError as exc:
+            # One line for the operator, not a traceback: the message names each variable.
+            raise SystemExit(str(exc)) from None
     configure_logging(settings, process_name=PROCESS_NAME)
     telemetry = setup_telemetry(settings, process_name=PROCESS_NAME)
     tracer_provider = telemetry.tracer_provider
