@@ -49,7 +49,7 @@ from shared.errors import ErrorCode  # noqa: E402
 from shared.metrics import create_metrics  # noqa: E402
 from shared.settings import LogFormat, Settings, generate_admin_key  # noqa: E402
 from shared.telemetry import setup_telemetry  # noqa: E402
-from tests.database import migrated_database  # noqa: E402
+from tests.support.database import migrated_database  # noqa: E402
 from tests.support.fake_llm import FakeLLMServer  # noqa: E402
 from worker.observability import Observability  # noqa: E402
 from worker.settings import build_worker  # noqa: E402

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.main import create_app
 from shared.db import SessionFactory, create_engine, create_session_factory
 from shared.settings import Settings
-from tests import database
+from tests.support import database
 from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
 from tests.support.fake_llm import FakeLLMServer
 

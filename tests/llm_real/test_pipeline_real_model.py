@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy.engine import URL
 
 from shared.settings import Settings
-from tests import database
 from tests.e2e.conftest import stack_env
 from tests.e2e.processes import Process, start_api, start_worker
 from tests.llm_real import local_llm, running_llm_server
+from tests.support import database
 from tests.support.auth import ADMIN_HEADERS
 
 pytestmark = [pytest.mark.llm_real, pytest.mark.e2e]

@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.models import Base
-from tests import database
+from tests.support import database
 
 
 @pytest.fixture
