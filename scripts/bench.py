@@ -34,10 +34,10 @@ from sqlalchemy.engine import URL
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.processes import Process, start_api, start_worker  # noqa: E402
 from tests.support import database  # noqa: E402
 from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY  # noqa: E402
 from tests.support.fake_llm_process import FakeLLMProcess  # noqa: E402
+from tests.support.processes import Process, start_api, start_worker  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 READING = "## Reading the numbers"

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy.engine import URL
 
 from shared.settings import Settings
-from tests.e2e.processes import Process, start_api, start_worker
 from tests.support import database
 from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.processes import Process, start_api, start_worker
 
 TERMINAL = {"completed", "failed", "cancelled"}
 

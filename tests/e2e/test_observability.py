@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.e2e.processes import wait_until
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 

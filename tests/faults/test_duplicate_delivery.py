@@ -11,9 +11,9 @@ from sqlalchemy.engine import URL
 from shared.jobs import GENERATE_CONVERSATION, generation_job_id
 from shared.queue import create_queue_pool
 from shared.settings import Settings
-from tests.e2e.processes import wait_until
 from tests.faults.conftest import FaultStack, open_stack
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.fault
 

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy.engine import URL
 
 from shared.settings import Settings
-from tests.e2e.processes import free_port, wait_until
 from tests.faults.conftest import FaultStack, MakeStack, open_stack, wait_for_calls
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.processes import free_port, wait_until
 
 pytestmark = pytest.mark.fault
 

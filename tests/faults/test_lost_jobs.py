@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from tests.e2e.processes import free_port
 from tests.faults.conftest import MakeStack
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.fault
 

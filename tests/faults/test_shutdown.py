@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from tests.e2e.processes import Process, wait_until
 from tests.faults.conftest import FaultStack, MakeStack, wait_for_calls
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.processes import Process, wait_until
 
 pytestmark = pytest.mark.fault
 

@@ -1,4 +1,4 @@
-"""Start the real API and worker processes for end-to-end tests, and stop them."""
+"""The real API and worker processes, started for a test (or soak, bench) and stopped."""
 
 from __future__ import annotations
 
