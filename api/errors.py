@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.db import is_db_unavailable
 from shared.errors import AppError, ErrorCode
 
 DB_UNAVAILABLE_RETRY_AFTER = 5
@@ -108,8 +109,7 @@ async def _handle_db_unavailable(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _handle_db_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DBAPIError)
-    if exc.connection_invalidated:
+    if is_db_unavailable(exc):
         return await _handle_db_unavailable(request, exc)
     return await _handle_unexpected(request, exc)
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -100,6 +101,16 @@ def _redact_row_values(settings: Settings) -> Callable[[ExceptionContext], None]
                 error.args = (error.args[0].replace(detail, redacted), *error.args[1:])
 
     return redact
+
+
+def is_db_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or dropped the connection: worth a retry (worker)
+    or a 503 (API), unlike an error about the statement itself."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc, OperationalError | InterfaceError | PoolTimeoutError | ConnectionError | TimeoutError
+    )
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

@@ -8,12 +8,12 @@ from arq import Retry
 from loguru import logger
 from pydantic import ValidationError
 
+from shared.db import is_db_unavailable
 from shared.jobs import GenerationJob
 from shared.logging import bind_context
 from worker.context import resources
 from worker.generation import JobResult, run_generation
 from worker.observability import job_span
-from worker.persistence import is_connection_error
 
 DATABASE_RETRY_SECONDS = 2.0
 
@@ -51,7 +51,7 @@ async def generate_conversation(
         except Retry:
             raise
         except Exception as exc:
-            if is_connection_error(exc):
+            if is_db_unavailable(exc):
                 # The database blinked before the row was claimed: keep the job, try soon.
                 logger.warning("job_deferred", reason="database_unavailable")
                 raise Retry(defer=DATABASE_RETRY_SECONDS) from None

@@ -6,20 +6,13 @@ import asyncio
 import uuid
 
 from loguru import logger
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from shared.db import unit_of_work
+from shared.db import is_db_unavailable, unit_of_work
 from shared.lifecycle import Outcome
 from shared.repositories.conversations import ConversationRepository
 from worker.context import WorkerResources
 
 WRITE_TRIES = 6
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError)
 
 
 async def write_outcome(
@@ -43,7 +36,7 @@ async def write_outcome(
                     conversation_id, attempt=attempt, status=outcome.status
                 )
         except Exception as exc:
-            if not tries_left or not is_connection_error(exc):
+            if not tries_left or not is_db_unavailable(exc):
                 raise
             logger.warning("outcome_write_retry", error=type(exc).__name__, tries_left=tries_left)
             retried = True

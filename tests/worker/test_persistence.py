@@ -23,7 +23,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db import SessionFactory, unit_of_work
+from shared.db import SessionFactory, is_db_unavailable, unit_of_work
 from shared.lifecycle import Outcome
 from shared.models import ConversationStatus
 from shared.repositories.conversations import ConversationRepository
@@ -32,7 +32,7 @@ from tests.support.fake_llm import FakeLLMServer
 from worker import persistence
 from worker.context import WorkerResources
 from worker.generation import JobResult, run_generation
-from worker.persistence import WRITE_TRIES, is_connection_error, write_outcome
+from worker.persistence import WRITE_TRIES, write_outcome
 
 LONG_AGO = datetime.now(UTC) - timedelta(hours=1)
 
@@ -262,7 +262,7 @@ async def test_has_outcome_names_one_attempt_and_one_status(
     ],
 )
 def test_lost_connections_are_connection_errors(error: BaseException) -> None:
-    assert is_connection_error(error) is True
+    assert is_db_unavailable(error) is True
 
 
 @pytest.mark.parametrize(
@@ -276,4 +276,4 @@ def test_lost_connections_are_connection_errors(error: BaseException) -> None:
     ],
 )
 def test_other_errors_are_not_connection_errors(error: BaseException) -> None:
-    assert is_connection_error(error) is False
+    assert is_db_unavailable(error) is False
