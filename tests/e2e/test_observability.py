@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Stack
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.processes import wait_until
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import Stack
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.processes import ROOT
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -26,11 +26,11 @@ import redis
 from sqlalchemy.engine import URL
 
 from shared.settings import Settings
-from tests.e2e.conftest import stack_env
 from tests.support import database
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.processes import Process, free_port, start_api, start_worker, wait_until
+from tests.support.stack import stack_env
 
 SETTLED = frozenset({"completed", "failed"})
 _FAILED = pytest.StashKey[bool]()

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy.engine import URL
 
 from shared.settings import Settings
-from tests.e2e.conftest import stack_env
 from tests.llm_real import local_llm, running_llm_server
 from tests.support import database
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.processes import Process, start_api, start_worker
+from tests.support.stack import stack_env
 
 pytestmark = [pytest.mark.llm_real, pytest.mark.e2e]
 
