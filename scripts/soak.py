@@ -34,12 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared.settings import Settings  # noqa: E402
-from tests.faults.conftest import SETTLED, Database, RedisServer  # noqa: E402
 from tests.support import database  # noqa: E402
 from tests.support.auth import ADMIN_HEADERS  # noqa: E402
 from tests.support.fake_llm import FakeLLMServer  # noqa: E402
 from tests.support.processes import Process, start_api, start_worker  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 from tests.support.stack import stack_env  # noqa: E402
+from tests.support.stack_database import SETTLED, Database  # noqa: E402
 
 # More attempts and slower retries than the tests: a few seconds of 503 should not fail much.
 SOAK_ENV = {

@@ -9,9 +9,9 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.faults.conftest import MakeStack
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.fault_stack import MakeStack
 
 pytestmark = pytest.mark.fault
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
-from sqlalchemy.engine import URL
 
 from shared.jobs import GENERATE_CONVERSATION, generation_job_id
 from shared.queue import create_queue_pool
 from shared.settings import Settings
-from tests.faults.conftest import FaultStack, open_stack
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.fault_stack import FaultStack
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.fault
@@ -26,17 +24,8 @@ SHORT_LEASE = {
 
 
 @pytest.fixture(scope="module")
-def stack(
-    settings: Settings,
-    fault_database: URL,
-    fake_llm_server: FakeLLMServer,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[FaultStack]:
-    workdir = tmp_path_factory.mktemp("duplicates")
-    with open_stack(
-        settings, fault_database, fake_llm_server.url, workdir, workers=2, **SHORT_LEASE
-    ) as running:
-        yield running
+def shared_stack_env() -> dict[str, str]:
+    return SHORT_LEASE
 
 
 def _deliver(stack: FaultStack, cid: str, job_ids: list[str]) -> list[bool]:
@@ -74,35 +63,35 @@ def _drained(stack: FaultStack) -> None:
 
 
 def test_a_job_delivered_again_after_the_answer_is_stored_is_skipped(
-    stack: FaultStack, fake_llm: FakeLLMServer
+    shared_stack: FaultStack, fake_llm: FakeLLMServer
 ) -> None:
-    cid = stack.submit("delivered twice, one after the other")
-    assert stack.settle([cid], timeout=10)[cid].status == "completed"
-    _drained(stack)
+    cid = shared_stack.submit("delivered twice, one after the other")
+    assert shared_stack.settle([cid], timeout=10)[cid].status == "completed"
+    _drained(shared_stack)
     # The finished job's own id is free again (no results kept), and a stray copy has another.
-    assert _deliver(stack, cid, [generation_job_id(cid), f"stray:{cid}"]) == [True, True]
-    _drained(stack)
-    wait_until(lambda: _skips(stack, cid) == 2, timeout=5, what="both copies to be skipped")
-    row = stack.db.rows([cid])[cid]
+    assert _deliver(shared_stack, cid, [generation_job_id(cid), f"stray:{cid}"]) == [True, True]
+    _drained(shared_stack)
+    wait_until(lambda: _skips(shared_stack, cid) == 2, timeout=5, what="both copies to be skipped")
+    row = shared_stack.db.rows([cid])[cid]
     assert row.status == "completed"
     assert row.attempts == 1
     assert fake_llm.stats().calls_for("delivered twice, one after the other") == 1
 
 
 def test_copies_delivered_while_the_first_is_generating_generate_nothing(
-    stack: FaultStack, fake_llm: FakeLLMServer
+    shared_stack: FaultStack, fake_llm: FakeLLMServer
 ) -> None:
     fake_llm.configure(mode="slow", delay_seconds=1)
-    cid = stack.submit("delivered four times at once")
+    cid = shared_stack.submit("delivered four times at once")
     # The same id again is refused by arq; other ids get through and race for the row.
     copies = [generation_job_id(cid), *(f"copy{i}:{cid}" for i in range(3))]
-    assert _deliver(stack, cid, copies) == [False, True, True, True]
-    row = stack.settle([cid], timeout=10)[cid]
+    assert _deliver(shared_stack, cid, copies) == [False, True, True, True]
+    row = shared_stack.settle([cid], timeout=10)[cid]
     assert row.status == "completed"
     # The copies that found the row leased come back after the lease, then skip it.
-    _drained(stack)
-    wait_until(lambda: _skips(stack, cid) == 3, timeout=5, what="every copy to be skipped")
-    row = stack.db.rows([cid])[cid]
+    _drained(shared_stack)
+    wait_until(lambda: _skips(shared_stack, cid) == 3, timeout=5, what="every copy to be skipped")
+    row = shared_stack.db.rows([cid])[cid]
     assert row.status == "completed"
     assert row.attempts == 1
     assert fake_llm.stats().calls_for("delivered four times at once") == 1

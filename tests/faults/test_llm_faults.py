@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import URL
 
-from shared.settings import Settings
-from tests.faults.conftest import FaultStack, MakeStack, open_stack, wait_for_calls
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.fault_stack import FaultStack, MakeStack, wait_for_calls
 from tests.support.processes import free_port, wait_until
 
 pytestmark = pytest.mark.fault
@@ -20,17 +17,8 @@ PATIENT = {"WORKER_RETRY_BASE_SECONDS": "0.5", "WORKER_RETRY_MAX_SECONDS": "1"}
 
 
 @pytest.fixture(scope="module")
-def stack(
-    settings: Settings,
-    fault_database: URL,
-    fake_llm_server: FakeLLMServer,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[FaultStack]:
-    workdir = tmp_path_factory.mktemp("llm-faults")
-    with open_stack(
-        settings, fault_database, fake_llm_server.url, workdir, workers=2, **PATIENT
-    ) as running:
-        yield running
+def shared_stack_env() -> dict[str, str]:
+    return PATIENT
 
 
 def test_an_llm_that_is_down_is_retried_until_it_starts(make_stack: MakeStack) -> None:
@@ -60,12 +48,12 @@ def test_an_llm_that_is_down_is_retried_until_it_starts(make_stack: MakeStack) -
     ("status", "failures"), [(503, 2), (500, 2), (429, 1)], ids=["503", "500", "429"]
 )
 def test_an_llm_error_is_retried_until_the_llm_recovers(
-    stack: FaultStack, fake_llm: FakeLLMServer, status: int, failures: int
+    shared_stack: FaultStack, fake_llm: FakeLLMServer, status: int, failures: int
 ) -> None:
     fake_llm.configure(mode="fail_n_then_ok", fail_n=failures, status=status)
     prompt = f"recovers after {failures} x {status}"
-    cid = stack.submit(prompt)
-    row = stack.settle([cid], timeout=20)[cid]
+    cid = shared_stack.submit(prompt)
+    row = shared_stack.settle([cid], timeout=20)[cid]
     assert row.status == "completed"
     assert row.attempts == failures + 1
     assert fake_llm.stats().calls_for(prompt) == failures + 1
@@ -77,14 +65,14 @@ def test_an_llm_error_is_retried_until_the_llm_recovers(
     ids=["closed mid-stream", "slower than OLLAMA_TIMEOUT"],
 )
 def test_a_broken_answer_is_retried_once_the_llm_behaves_again(
-    stack: FaultStack, fake_llm: FakeLLMServer, behaviour: dict[str, Any]
+    shared_stack: FaultStack, fake_llm: FakeLLMServer, behaviour: dict[str, Any]
 ) -> None:
     fake_llm.configure(**behaviour)
     prompt = f"broken once: {behaviour['mode']}"
-    cid = stack.submit(prompt)
+    cid = shared_stack.submit(prompt)
     wait_for_calls(fake_llm, prompt, 1)
     fake_llm.configure(mode="ok", delay_seconds=0)
-    row = stack.settle([cid], timeout=20)[cid]
+    row = shared_stack.settle([cid], timeout=20)[cid]
     assert row.status == "completed"
     assert row.response == f"echo: {prompt}"
     assert row.attempts == 2
@@ -101,12 +89,16 @@ def test_a_broken_answer_is_retried_once_the_llm_behaves_again(
     ids=["garbage", "400", "503 for good"],
 )
 def test_an_llm_failure_that_does_not_recover_ends_failed_with_its_code(
-    stack: FaultStack, fake_llm: FakeLLMServer, behaviour: dict[str, Any], code: str, attempts: int
+    shared_stack: FaultStack,
+    fake_llm: FakeLLMServer,
+    behaviour: dict[str, Any],
+    code: str,
+    attempts: int,
 ) -> None:
     fake_llm.configure(**behaviour)
     prompt = f"never answered: {code}"
-    cid = stack.submit(prompt)
-    row = stack.settle([cid], timeout=20)[cid]
+    cid = shared_stack.submit(prompt)
+    row = shared_stack.settle([cid], timeout=20)[cid]
     assert row.status == "failed"
     assert row.error_code == code
     # A permanent error is not retried; a transient one until WORKER_MAX_ATTEMPTS (3).

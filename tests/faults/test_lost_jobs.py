@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.faults.conftest import MakeStack
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.fault_stack import MakeStack
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.fault

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.faults.conftest import FaultStack, MakeStack, wait_for_calls
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.fault_stack import FaultStack, MakeStack, wait_for_calls
 from tests.support.processes import Process, wait_until
 
 pytestmark = pytest.mark.fault

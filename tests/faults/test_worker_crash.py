@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.faults.conftest import MakeStack, wait_for_calls
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.fault_stack import MakeStack, wait_for_calls
 
 pytestmark = pytest.mark.fault
 
