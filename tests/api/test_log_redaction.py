@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from shared.db import create_engine
 from shared.settings import Settings
 from tests.api.conftest import assert_error
-from tests.observability import captured_logging
+from tests.support.log_capture import captured_logging
 
 EMAIL = "secret.person@example.com"
 PROMPT = "my secret prompt about my health"

@@ -14,8 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from shared.logging import bind_context, log_context, redact_prompt
 from tests.support.auth import ADMIN_KEY
-
-from . import captured_logging, make_settings
+from tests.support.log_capture import captured_logging, make_settings
 
 JSON_KEYS = {
     "timestamp",

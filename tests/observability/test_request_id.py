@@ -14,8 +14,7 @@ from loguru import logger
 from api.middleware.request_id import RequestIdMiddleware
 from shared.logging import log_context
 from tests.support.auth import ADMIN_HEADERS
-
-from . import LogCapture, captured_logging
+from tests.support.log_capture import LogCapture, captured_logging
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 SLOW_HANDLER_SECONDS = 0.05

@@ -30,8 +30,7 @@ from shared.telemetry import (
     setup_telemetry,
 )
 from tests.support.auth import ADMIN_HEADERS
-
-from . import make_settings
+from tests.support.log_capture import make_settings
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests of logging, tracing, metrics and request ids, plus the helpers they share."""
+"""What the service logs, captured: `configure_logging` into a buffer, then restored."""
 
 from __future__ import annotations
 
