@@ -11,6 +11,8 @@ API_PORT ?= 8000
 LLM ?=
 LOCAL_LLM_PORT ?= 8080
 PYTEST_ARGS ?=
+# `make bench BENCH_ARGS=--quick`: a one-minute smoke run that writes nothing.
+BENCH_ARGS ?=
 
 
 .DEFAULT_GOAL := help
@@ -63,6 +65,9 @@ test: install ## Run the whole test suite against the local PostgreSQL and Redis
 
 run_test: test ## Seed name for `test`
 
+bench: install ## Benchmark API and worker beside a floor app (minutes; never in `make test`): docs/benchmarks.md
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: install ## Format check, lint and strict type check
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -107,7 +112,7 @@ stack_down: ## Stop the whole stack
 
 .PHONY: help install project_init lock prestart dev_admin_key alembic_upgrade alembic_migrate run run_api \
 	run_worker run_dev test run_test lint format db_up db_down llm_up llm_down llm_local obs_up obs_down \
-	stack_up stack_down routes_doc mutation
+	stack_up stack_down routes_doc mutation bench
 
 mutation: install ## Mutation testing of the core with mutmut (minutes; see docs/testing.md), then the kill rate
 	rm -rf mutants
