@@ -55,7 +55,6 @@ from bench.stack import (
     REDIS_URL,
     ROOT,
     CpuWindow,
-    RedisServer,
     Run,
     Tenant,
     create_tenant,
@@ -73,6 +72,7 @@ from bench.submit import submit_at_rate, submit_count
 from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
 from tests.support.fake_llm_process import FakeLLMProcess
 from tests.support.processes import Process, wait_until
+from tests.support.redis_server import RedisServer
 
 DOC = ROOT / "docs" / "benchmarks.md"
 PICKUP_RATE = 50.0  # the target's
@@ -244,6 +244,7 @@ def pickup_runs(stack: Stack, plan: Plan) -> list[Pickup]:
 def idle_run(stack: Stack, plan: Plan) -> Idle:
     private = RedisServer(stack.run.workdir)
     try:
+        private.start()
         env = {**stack.env, "REDIS_URL": private.url}
         workers = start_workers(1, env, stack.run.workdir)
         client = redis.Redis.from_url(private.url)
@@ -259,7 +260,7 @@ def idle_run(stack: Stack, plan: Plan) -> Idle:
             client.close()
             stop_all(workers)
     finally:
-        private.stop()
+        private.kill()
     calls: Counter[str] = Counter()
     for name, stats in after.items():
         delta = int(stats["calls"]) - int(before.get(name, {}).get("calls", 0))

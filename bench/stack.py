@@ -1,4 +1,4 @@
-"""What one benchmark run starts and removes: a database, a queue name, processes, a Redis.
+"""What one benchmark run starts and removes: a database, a queue name and processes.
 
 Everything listens on loopback. The API and the floor app run as one uvicorn process each,
 with the same flags; workers run as `python -m worker`. Every process runs in the run's own
@@ -178,41 +178,6 @@ def stop_all(processes: list[Process], timeout: float = 20) -> None:
             process.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-
-
-class RedisServer:
-    """A private `redis-server` on a free loopback port, nothing on disk (as tests/faults)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
-        with (workdir / f"redis-{self.port}.log").open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-
-        def answers() -> bool:
-            with suppress(redis.RedisError):
-                return bool(client.ping())
-            return False
-
-        try:
-            wait_until(answers, timeout=10, what=f"redis-server on port {self.port}")
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
 
 
 # --- the run's database and queue ----------------------------------------------------------
