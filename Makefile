@@ -45,7 +45,7 @@ alembic_migrate: install ## Generate a migration: make alembic_migrate msg="desc
 	$(BIN)/python -m alembic revision --autogenerate -m "$(msg)"
 
 dev_admin_key: install ## In DEV, create an admin key in .env when there is none (printed once)
-	@$(BIN)/python scripts/dev_admin_key.py
+	@$(BIN)/python -m scripts.dev_admin_key
 
 run: prestart dev_admin_key ## Run the service: migrations, then the API and a worker (LLM=local: + a small model)
 	API_HOST=$(API_HOST) API_PORT=$(API_PORT) BIN=$(BIN) LOCAL_LLM_PORT=$(LOCAL_LLM_PORT) \
@@ -78,7 +78,7 @@ format: install ## Apply formatting and safe lint fixes
 	$(BIN)/ruff check --fix .
 
 routes_doc: install ## Regenerate docs/routes.md from the running app (needs PostgreSQL and Redis)
-	$(BIN)/python scripts/routes_doc.py
+	$(BIN)/python -m scripts.routes_doc
 
 db_up: ## Start PostgreSQL and Redis in Docker
 	$(COMPOSE) up -d --wait postgres redis

@@ -1,6 +1,6 @@
 """Benchmark on this machine: submit latency, pipeline throughput and memory.
 
-    .venv/bin/python scripts/bench.py [--quick]
+    .venv/bin/python -m scripts.bench [--quick]
 
 It starts, and removes at the end, all it needs: a throwaway PostgreSQL database, its own
 queue name on the local Redis, the stand-in LLM as a process, the API (uvicorn, one process)
@@ -31,13 +31,12 @@ import httpx
 import redis
 from sqlalchemy.engine import URL
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tests.support import database
+from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
+from tests.support.fake_llm_process import FakeLLMProcess
+from tests.support.processes import Process, start_api, start_worker
 
-from tests.support import database  # noqa: E402
-from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY  # noqa: E402
-from tests.support.fake_llm_process import FakeLLMProcess  # noqa: E402
-from tests.support.processes import Process, start_api, start_worker  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DOC = ROOT / "docs" / "benchmarks.md"
 READING = "## Reading the numbers"
@@ -450,7 +449,7 @@ def run(args: argparse.Namespace, db_url: URL, queue_name: str, log_dir: Path) -
             api.stop()
     after = f"{api_rss[1]} after the submit load, {api_rss[2]} after all pipeline runs"
     bench.memory.insert(0, ["API (one uvicorn process)", api_rss[0], after])
-    command = ".venv/bin/python scripts/bench.py" + (" --quick" if args.quick else "")
+    command = ".venv/bin/python -m scripts.bench" + (" --quick" if args.quick else "")
     return report(bench, command, background, log_problems(log_dir))
 
 

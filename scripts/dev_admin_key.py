@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from shared.settings import generate_admin_key
 
-from shared.settings import generate_admin_key  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 ENV_FILE = ROOT / ".env"
 _LINE = re.compile(r"^ADMIN_API_KEY=(.*)$", re.MULTILINE)

@@ -1,6 +1,6 @@
 """Write docs/routes.md from the running application: every route, a `curl` and its answer.
 
-    make routes_doc        # or: .venv/bin/python scripts/routes_doc.py [--output PATH]
+    make routes_doc        # or: .venv/bin/python -m scripts.routes_doc [--output PATH]
 
 Builds the real app (`api.main.create_app`) on a throwaway migrated PostgreSQL database, the
 local Redis (a queue of its own) and the stand-in LLM server of `tests/support/`, then drives
@@ -40,19 +40,18 @@ import redis.asyncio as aioredis
 from pydantic import AnyHttpUrl, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from api.main import create_app
+from api.middleware.security_headers import SECURITY_HEADERS
+from shared.errors import ErrorCode
+from shared.metrics import create_metrics
+from shared.settings import LogFormat, Settings, generate_admin_key
+from shared.telemetry import setup_telemetry
+from tests.support.database import migrated_database
+from tests.support.fake_llm import FakeLLMServer
+from worker.observability import Observability
+from worker.settings import build_worker
 
-from api.main import create_app  # noqa: E402
-from api.middleware.security_headers import SECURITY_HEADERS  # noqa: E402
-from shared.errors import ErrorCode  # noqa: E402
-from shared.metrics import create_metrics  # noqa: E402
-from shared.settings import LogFormat, Settings, generate_admin_key  # noqa: E402
-from shared.telemetry import setup_telemetry  # noqa: E402
-from tests.support.database import migrated_database  # noqa: E402
-from tests.support.fake_llm import FakeLLMServer  # noqa: E402
-from worker.observability import Observability  # noqa: E402
-from worker.settings import build_worker  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DOC_PATH = ROOT / "docs" / "routes.md"
 BASE_URL = "http://localhost:8000"

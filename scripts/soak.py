@@ -1,6 +1,6 @@
 """Soak: a thousand conversations through real processes while faults are injected.
 
-    .venv/bin/python scripts/soak.py [--conversations 1000] [--workers 3] [--rate 12]
+    .venv/bin/python -m scripts.soak [--conversations 1000] [--workers 3] [--rate 12]
 
 Not a test; run it by hand (a few minutes). It starts, and removes at the end, all it needs:
 a throwaway PostgreSQL database, a throwaway `redis-server` on a free port, the stand-in LLM,
@@ -30,17 +30,14 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from shared.settings import Settings  # noqa: E402
-from tests.support import database  # noqa: E402
-from tests.support.auth import ADMIN_HEADERS  # noqa: E402
-from tests.support.fake_llm import FakeLLMServer  # noqa: E402
-from tests.support.processes import Process, start_api, start_worker  # noqa: E402
-from tests.support.redis_server import RedisServer  # noqa: E402
-from tests.support.stack import stack_env  # noqa: E402
-from tests.support.stack_database import SETTLED, Database  # noqa: E402
+from shared.settings import Settings
+from tests.support import database
+from tests.support.auth import ADMIN_HEADERS
+from tests.support.fake_llm import FakeLLMServer
+from tests.support.processes import Process, start_api, start_worker
+from tests.support.redis_server import RedisServer
+from tests.support.stack import stack_env
+from tests.support.stack_database import SETTLED, Database
 
 # More attempts and slower retries than the tests: a few seconds of 503 should not fail much.
 SOAK_ENV = {

@@ -1,39 +1,20 @@
 """docs/routes.md is what `scripts/routes_doc.py` records from the app, ids and times aside.
 
-The script is loaded as a module (`scripts/` is not a package). Regenerate with
-`make routes_doc` when these fail.
+Regenerate with `make routes_doc` when these fail.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import re
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
+
+from scripts import routes_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "routes.md"
-_SCRIPT = ROOT / "scripts" / "routes_doc.py"
 HINT = "docs/routes.md is out of date: run `make routes_doc`"
-
-
-def _load_script() -> ModuleType:
-    name = "routes_doc"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _SCRIPT)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {_SCRIPT}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-routes_doc = _load_script()
 
 # What differs from one recording to the next, and what it is replaced with.
 VOLATILE = [
