@@ -1,6 +1,7 @@
 """Developer commands, run from the repository root as modules: `python -m scripts.soak`.
 
-A module here may import the project (`shared`, `api`, `worker`) and the test harness
-(`tests.support`); nothing under `tests/` imports more from here than a script's own functions.
-`prestart.py` is the exception that runs as a file: the API image carries it alone.
+They may import the project (`shared`, `api`, `worker`) and the test harness (`tests.support`);
+the tests import from here only a script's own functions. Two also run as files:
+`prestart.py`, which the API image carries alone, and `local_llm.py`, which imports nothing
+of the project (`make llm_local`, `make run LLM=local`).
 """

@@ -11,7 +11,8 @@ own HTTP server inside this process through `xllamacpp` (a dev dependency). It s
 `/v1/chat/completions` and `/v1/models`, so the API and worker use it as provider `openai`
 with `OPENAI_BASE_URL` pointing here. See docs/local-llm.md.
 
-Tests load this file with importlib (`scripts/` is not a package) and reuse its functions.
+The tests import it (`from scripts import local_llm`) for the model and its checks, and run
+`serve` in a child process through tests/support/llama_server.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import faulthandler
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -180,44 +180,10 @@ def fetch_model(dest: Path = MODEL_PATH, *, quiet: bool = False) -> Path:
     return dest
 
 
-# --- waiting for a server -------------------------------------------------------------------
-
-
-def wait_healthy(
-    base_url: str,
-    *,
-    timeout: float = 60.0,
-    process: subprocess.Popen[bytes] | None = None,
-) -> None:
-    """Poll `GET {base_url}/health` until it answers 200; raise `ServerStartError` if not.
-
-    llama.cpp answers 503 while the model loads, so 200 means ready to generate. With
-    `process`, its early exit ends the wait at once.
-    """
-    url = f"{base_url.rstrip('/')}/health"
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
-    with httpx.Client(timeout=2.0, trust_env=False) as http:
-        while True:
-            if process is not None and process.poll() is not None:
-                raise ServerStartError(f"the server process exited with code {process.returncode}")
-            try:
-                response = http.get(url)
-            except httpx.TransportError as exc:
-                last = type(exc).__name__
-            else:
-                if response.status_code == 200:
-                    return
-                last = f"HTTP {response.status_code}"
-            if time.monotonic() >= deadline:
-                raise ServerStartError(f"{url} not healthy after {timeout:.0f}s (last: {last})")
-            time.sleep(0.1)
-
-
 # --- the server inside this process ---------------------------------------------------------
 
 
-def _client_url(address: str) -> str:
+def client_url(address: str) -> str:
     # A server bound to every interface is reached through loopback from here.
     return address.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
 
@@ -227,12 +193,12 @@ class LlamaServer:
 
     xllamacpp has no stop method: dropping the last reference to its `Server` stops it. That
     teardown holds the GIL and waits for every open request to end, so stop only when no
-    client is mid-request, or run the server in its own process (`spawn_server`).
+    client is mid-request, or run `serve` in a process of its own.
     """
 
     def __init__(self, server: Any, *, model_name: str) -> None:
         self._server: Any = server
-        self.base_url: str = _client_url(str(server.listening_address))
+        self.base_url: str = client_url(str(server.listening_address))
         self.model_name = model_name
 
     @property
@@ -294,124 +260,6 @@ def start_server(
             "its log above says why (port in use? bad model file?)"
         ) from exc
     return LlamaServer(server, model_name=model_name)
-
-
-# --- the server in a child process ----------------------------------------------------------
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """A port nothing listens on right now (another process may take it before you do)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ServerProcess:
-    """`serve` running as a child process: isolated from the caller's GIL, always stoppable."""
-
-    def __init__(
-        self,
-        popen: subprocess.Popen[bytes],
-        base_url: str,
-        log_path: Path,
-        *,
-        remove_log: bool = False,
-    ) -> None:
-        self.popen = popen
-        self.base_url = base_url
-        self.log_path = log_path
-        self.model_name = MODEL_NAME
-        self._remove_log = remove_log
-
-    @property
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, timeout: float = STOP_GRACE_SECONDS + 5.0) -> int:
-        """SIGTERM, wait `timeout` seconds, then SIGKILL; returns the exit code."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
-        if self._remove_log:
-            self.log_path.unlink(missing_ok=True)
-        return self.popen.returncode
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def spawn_server(
-    model_path: Path = MODEL_PATH,
-    *,
-    host: str = DEFAULT_HOST,
-    port: int | None = None,
-    threads: int = 1,
-    ctx: int = 1024,
-    parallel: int = 1,
-    log_dir: Path | None = None,
-    startup_timeout: float = 60.0,
-) -> ServerProcess:
-    """Start `serve` for `model_path` in a child process and return once /health is ok.
-
-    The model must already be there (`fetch_model`): the child does not download. Without
-    `port`, a free loopback port is chosen. The child's output goes to a log file in
-    `log_dir`, kept; without `log_dir`, to the temp folder, removed by `stop()`. Its tail is
-    in any `ServerStartError`.
-    """
-    chosen = port if port is not None else free_port(host)
-    log_folder = log_dir if log_dir is not None else Path(tempfile.gettempdir())
-    log_path = log_folder / f"local-llm-{chosen}-{time.monotonic_ns()}.log"
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "serve",
-        "--model",
-        str(model_path),
-        "--host",
-        host,
-        "--port",
-        str(chosen),
-        "--threads",
-        str(threads),
-        "--ctx",
-        str(ctx),
-        "--parallel",
-        str(parallel),
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    handle = ServerProcess(
-        popen, _client_url(f"http://{host}:{chosen}"), log_path, remove_log=log_dir is None
-    )
-    try:
-        wait_healthy(handle.base_url, timeout=startup_timeout, process=popen)
-    except ServerStartError as exc:
-        tail = handle.log_tail()
-        handle.stop()
-        kept = f" {log_path}" if log_dir is not None else ""
-        raise ServerStartError(f"{exc}; server log{kept}:\n{tail}") from None
-    return handle
 
 
 # --- registering the model with the API -----------------------------------------------------

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from shared.llm.openai_compat import OpenAICompatClient
-from tests.llm_real import running_llm_server
+from tests.support.llama_server import running_llm_server
 
 # Generous for a 135M model: a loaded 2-core machine may be several times slower than idle.
 CLIENT_TIMEOUT_SECONDS = 60.0

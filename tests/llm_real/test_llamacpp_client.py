@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from scripts import local_llm
 from shared.llm.base import (
     ChatMessage,
     GenerationRequest,
@@ -21,7 +22,7 @@ from shared.llm.base import (
 )
 from shared.llm.openai_compat import OpenAICompatClient
 from shared.llm.prompts import build_messages
-from tests.llm_real import local_llm, require_model
+from tests.support.llama_server import require_model, spawn_server
 
 pytestmark = pytest.mark.llm_real
 
@@ -99,9 +100,7 @@ async def test_prompt_beyond_the_context_is_rejected(openai_client: OpenAICompat
 async def test_stopped_server_is_unavailable(http: httpx.AsyncClient, tmp_path: Path) -> None:
     """A second, short-lived server: answers, is stopped, then the client says unavailable."""
     model = require_model()
-    server: Any = await asyncio.to_thread(
-        local_llm.spawn_server, model, ctx=256, threads=1, log_dir=tmp_path
-    )
+    server: Any = await asyncio.to_thread(spawn_server, model, ctx=256, threads=1, log_dir=tmp_path)
     client = OpenAICompatClient(http, server.base_url, timeout_seconds=30.0, api_key=None)
     try:
         answered = await client.generate(ask("Say hi.", max_tokens=2))

@@ -15,10 +15,11 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
+from scripts import local_llm
 from shared.settings import Settings
-from tests.llm_real import local_llm, running_llm_server
 from tests.support import database
 from tests.support.auth import ADMIN_HEADERS
+from tests.support.llama_server import running_llm_server
 from tests.support.processes import Process, start_api, start_worker
 from tests.support.stack import stack_env
 
