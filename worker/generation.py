@@ -106,9 +106,7 @@ async def _generate(res: WorkerResources, claimed: _Claimed) -> GenerationResult
             async with asyncio.timeout(res.settings.LLM_TIMEOUT_SECONDS):
                 result = await client.generate(request)
         except TimeoutError:
-            error = LLMUnavailableError(
-                f"no answer within {res.settings.LLM_TIMEOUT_SECONDS:g}s"
-            )
+            error = LLMUnavailableError(f"no answer within {res.settings.LLM_TIMEOUT_SECONDS:g}s")
             record_llm_error(span, error)
             raise error from None
         except LLMError as exc:
