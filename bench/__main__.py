@@ -55,6 +55,7 @@ from bench.stack import (
     REDIS_URL,
     ROOT,
     CpuWindow,
+    OtherLoad,
     Run,
     Tenant,
     create_tenant,
@@ -79,6 +80,7 @@ PICKUP_RATE = 50.0  # the target's
 LIGHT_RATE = 5.0  # pickup without a backlog of CPU work
 THROUGHPUT_MAX_JOBS = 100
 DRAIN_LIMIT_SECONDS = 90.0
+OTHER_LOAD_WARNING = 15.0  # % of a core
 HttpRowParts = tuple[LoadResult, float, float]
 _STARTED = time.monotonic()
 
@@ -485,6 +487,7 @@ def main() -> None:
         background_percent=wait_for_quiet(max_wait=plan.quiet_wait),
     )
     progress(f"bench run {run.run_id}: logs in {run.workdir}")
+    other = OtherLoad()
     run.create_database()
     failed = True
     try:
@@ -500,6 +503,12 @@ def main() -> None:
         else:
             shutil.rmtree(run.workdir, ignore_errors=True)
     results.duration_seconds = time.monotonic() - started
+    results.other_percent = other.percent()
+    if results.other_percent > OTHER_LOAD_WARNING:
+        progress(
+            f"other work on the machine took {results.other_percent:.0f} % of a core on average "
+            "during the run: the numbers are lower than on a quiet machine"
+        )
     text = render(results, found, DOC)
     if output is not None:
         output.write_text(text)

@@ -129,6 +129,7 @@ class Results:
     server_flags: list[str]
     background_percent: float
     duration_seconds: float = 0.0
+    other_percent: float = math.nan  # CPU of work not this run's, % of a core, on average
     http: list[HttpRow] = field(default_factory=list)
     readiness: list[Readiness] = field(default_factory=list)
     api_memory_idle: tuple[float, float] = (math.nan, math.nan)
@@ -237,8 +238,9 @@ def machine(versions: dict[str, str], results: Results) -> str:
         [
             f"- CPU: {_shell('nproc')} cores (`nproc`), {model}; "
             f"{int(memory) / 1024**2:.0f} GiB memory; {platform.platform()}",
-            f"- Machine busy {results.background_percent:.0f} % (of one core; this machine has "
-            f"{100 * int(_shell('nproc') or 1)} %) from other processes in the 2 s before the run",
+            f"- Other work on the machine: {results.background_percent:.0f} % of a core in the "
+            f"2 s before the run, {num(results.other_percent, 0)} % on average during it (all "
+            "busy time less this run's processes, PostgreSQL and Redis)",
             f"- Python {sys.version.split()[0]}, PostgreSQL {versions['postgres']}, "
             f"Redis {versions['redis']}, uvicorn {versions['uvicorn']} "
             f"(`{' '.join(results.server_flags)}` for both servers); all on this machine, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -96,6 +97,60 @@ class CpuUse:
     def machine_percent(self) -> float:
         """Of one core: a 2-core machine is at most 200."""
         return 100 * self.machine_seconds / self.wall if self.wall else 0.0
+
+
+def _shared_servers_seconds() -> float:
+    """CPU of PostgreSQL and Redis on this machine: live processes, plus what the postmaster
+    collected from backends that have exited (they serve this run, and maybe others)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name not in ("postgres", "redis-server"):
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+        if _is_postmaster(fields, name):
+            total += int(fields[13]) + int(fields[14])
+    return total / CLOCK_TICKS
+
+
+def _is_postmaster(fields: list[str], name: str) -> bool:
+    if name != "postgres":
+        return False
+    try:
+        parent = Path(f"/proc/{fields[1]}/stat").read_text()
+    except OSError:
+        return False
+    return "(postgres)" not in parent
+
+
+def _own_seconds() -> float:
+    """This process and every child it has waited for (servers, workers, wrk, ...)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@dataclass
+class OtherLoad:
+    """CPU the machine spent on work that is not this run's: busy time (/proc/stat) less this
+    process and its children, less PostgreSQL and Redis. Read once every child has exited."""
+
+    started: float = field(init=False, default_factory=time.perf_counter)
+    start: tuple[float, float, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.start = (machine_busy_seconds(), _own_seconds(), _shared_servers_seconds())
+
+    def percent(self) -> float:
+        """Of one core, on average since creation."""
+        busy, own, servers = machine_busy_seconds(), _own_seconds(), _shared_servers_seconds()
+        other = (busy - self.start[0]) - (own - self.start[1]) - (servers - self.start[2])
+        return max(0.0, 100 * other / (time.perf_counter() - self.started))
 
 
 def wait_for_quiet(limit_percent: float = 30.0, max_wait: float = 20.0) -> float:
