@@ -622,7 +622,7 @@ def render(results: Results, versions: dict[str, str], doc: Path) -> str:
         "## Memory (RSS)\n\n" + memory_section(results),
         "## Warnings and errors logged\n\nBy the API, floor and workers during the run.\n\n"
         + logged,
-        f"## How each number is measured\n\n{METHOD}",
+        f"## How each number is measured\n\n{METHOD.rstrip()}",
         f"{READING}\n\n{kept_reading(doc)}\n",
     ]
     return "\n\n".join(sections)
