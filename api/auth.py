@@ -50,9 +50,6 @@ class Principal:
 ADMIN = Principal(user_id=None)
 
 
-_settings = get_settings
-
-
 async def _resolve(
     request: Request, credentials: HTTPAuthorizationCredentials | None, session: SessionDep
 ) -> Principal | None:
@@ -61,7 +58,7 @@ async def _resolve(
     presented = credentials.credentials
     if len(presented) > _MAX_KEY_LENGTH:
         return None
-    admin_key = _settings(request).ADMIN_API_KEY
+    admin_key = get_settings(request).ADMIN_API_KEY
     if admin_key is not None and same_secret(presented, admin_key.get_secret_value()):
         return ADMIN
     digest = hash_key(presented)
@@ -92,7 +89,7 @@ def caller_is_admin(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> bool:
     """For open routes (probes) that tell the admin more than anyone else; no database."""
-    admin_key = _settings(request).ADMIN_API_KEY
+    admin_key = get_settings(request).ADMIN_API_KEY
     return (
         credentials is not None
         and admin_key is not None
