@@ -21,7 +21,7 @@ from api.openapi import install_openapi
 from api.routes import conversations, health, metrics, model_versions, users
 from shared.db import create_engine, create_session_factory
 from shared.llm.registry import served_providers
-from shared.logging import configure_logging
+from shared.logs import configure_logging
 from shared.metrics import create_metrics
 from shared.queue import create_queue_pool
 from shared.settings import Exposure, Settings, SettingsError, get_settings

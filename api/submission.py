@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import after_commit
-from shared.jobs import GENERATE_CONVERSATION, generation_job_id
+from shared.job_contract import GENERATE_CONVERSATION, generation_job_id
 from shared.queue import enqueue_generation
 from shared.telemetry import inject_trace_context
 

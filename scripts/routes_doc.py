@@ -48,8 +48,8 @@ from shared.settings import LogFormat, Settings, generate_admin_key
 from shared.telemetry import setup_telemetry
 from tests.support.database import migrated_database
 from tests.support.fake_llm import FakeLLMServer
+from worker.arq_worker import build_worker
 from worker.observability import Observability
-from worker.settings import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from shared.logging import redact_prompt
+from shared.logs import redact_prompt
 from shared.settings import Settings
 
 SessionFactory = async_sessionmaker[AsyncSession]

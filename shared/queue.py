@@ -16,7 +16,7 @@ from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
 from redis.commands.core import AsyncScript
 
-from shared.jobs import (
+from shared.job_contract import (
     GENERATE_CONVERSATION,
     GenerationJob,
     deserialize_job,

@@ -12,15 +12,15 @@ from arq.worker import Worker
 from loguru import logger
 from redis.exceptions import RedisError
 
-from shared.logging import configure_logging
+from shared.logs import configure_logging
 from shared.metrics import create_metrics
 from shared.queue import create_queue_pool, live_workers
 from shared.settings import Settings, SettingsError, load_settings
 from shared.telemetry import instrument_redis, setup_telemetry
+from worker.arq_worker import build_worker
 from worker.context import PROCESS_NAME, RESOURCES_KEY
 from worker.metrics_server import MetricsServer, start_metrics_server
 from worker.observability import Observability
-from worker.settings import build_worker
 
 MAX_RESTART_DELAY = 30.0
 

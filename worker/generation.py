@@ -18,7 +18,7 @@ from shared.db import unit_of_work
 from shared.lifecycle import Outcome
 from shared.llm.base import GenerationRequest, GenerationResult, LLMError, LLMUnavailableError
 from shared.llm.prompts import PROMPT_VERSION, build_messages
-from shared.logging import bind_context
+from shared.logs import bind_context
 from shared.models import Conversation, ConversationStatus, ModelVersion
 from shared.repositories.conversations import ConversationRepository
 from worker.backoff import retry_delay

@@ -9,8 +9,8 @@ from loguru import logger
 from pydantic import ValidationError
 
 from shared.db import is_db_unavailable
-from shared.jobs import GenerationJob
-from shared.logging import bind_context
+from shared.job_contract import GenerationJob
+from shared.logs import bind_context
 from worker.context import resources
 from worker.generation import JobResult, run_generation
 from worker.observability import job_span

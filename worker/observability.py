@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from shared.jobs import GENERATE_CONVERSATION
+from shared.job_contract import GENERATE_CONVERSATION
 from shared.llm.base import GenerationRequest, GenerationResult, LLMError
 from shared.metrics import Metrics
 from shared.telemetry import Telemetry, extract_trace_context

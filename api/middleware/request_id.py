@@ -14,7 +14,7 @@ from time import perf_counter
 from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.logging import bind_context
+from shared.logs import bind_context
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _HEADER_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")

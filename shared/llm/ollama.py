@@ -15,7 +15,7 @@ from shared.llm.base import (
     LLMError,
     LLMUnavailableError,
 )
-from shared.llm.http_errors import parse_body, raise_for_status, request_timeout, send
+from shared.llm.transport import parse_body, raise_for_status, request_timeout, send
 
 PROVIDER = "ollama"
 

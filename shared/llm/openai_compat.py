@@ -9,7 +9,7 @@ import httpx
 from pydantic import BaseModel, NonNegativeInt
 
 from shared.llm.base import GenerationRequest, GenerationResult, LLMBadResponseError
-from shared.llm.http_errors import parse_body, raise_for_status, request_timeout, send
+from shared.llm.transport import parse_body, raise_for_status, request_timeout, send
 
 PROVIDER = "openai"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 
 from shared.llm.base import LLMClient
-from shared.llm.http_errors import request_timeout
 from shared.llm.ollama import OllamaClient
 from shared.llm.openai_compat import OpenAICompatClient
+from shared.llm.transport import request_timeout
 from shared.settings import Settings
 
 SUPPORTED_PROVIDERS = frozenset({"ollama", "openai"})

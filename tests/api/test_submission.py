@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL
 from api import submission
 from api.main import create_app
 from shared.db import after_commit, unit_of_work
-from shared.jobs import generation_job_id
+from shared.job_contract import generation_job_id
 from shared.queue import enqueue_generation
 from shared.settings import Settings
 from tests.api.conftest import create_model_version, create_user

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from shared.jobs import GENERATE_CONVERSATION, generation_job_id
+from shared.job_contract import GENERATE_CONVERSATION, generation_job_id
 from shared.queue import create_queue_pool
 from shared.settings import Settings
 from tests.support.fake_llm import FakeLLMServer

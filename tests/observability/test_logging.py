@@ -12,7 +12,7 @@ from datetime import datetime
 from loguru import logger
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.logging import bind_context, log_context, redact_prompt
+from shared.logs import bind_context, log_context, redact_prompt
 from tests.support.auth import ADMIN_KEY
 from tests.support.log_capture import captured_logging, make_settings
 

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 from loguru import logger
 
 from api.middleware.request_id import RequestIdMiddleware
-from shared.logging import log_context
+from shared.logs import log_context
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.log_capture import LogCapture, captured_logging
 

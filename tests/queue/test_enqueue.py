@@ -16,7 +16,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from fakeredis import FakeAsyncRedis
 from redis.asyncio import ConnectionPool
 
-from shared.jobs import (
+from shared.job_contract import (
     GENERATE_CONVERSATION,
     deserialize_job,
     generation_job_id,

@@ -12,7 +12,7 @@ from typing import Any
 
 from loguru import logger
 
-from shared.logging import _STDLIB_LOGGERS, configure_logging
+from shared.logs import _STDLIB_LOGGERS, configure_logging
 from shared.settings import Settings
 
 _ROUTED = tuple(_STDLIB_LOGGERS)

@@ -10,14 +10,14 @@ import pytest
 from arq.connections import ArqRedis
 
 from shared.db import SessionFactory
-from shared.jobs import GENERATE_CONVERSATION, serialize_job
+from shared.job_contract import GENERATE_CONVERSATION, serialize_job
 from shared.models import ConversationStatus
 from shared.queue import create_queue_pool, enqueue_generation
 from shared.settings import Settings
 from tests.factories import load, make_conversation
 from tests.support.fake_llm import FakeLLMServer
+from worker.arq_worker import build_worker
 from worker.observability import Observability
-from worker.settings import build_worker
 
 
 @pytest.fixture

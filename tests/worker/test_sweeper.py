@@ -14,7 +14,7 @@ from loguru import logger
 from sqlalchemy import text
 
 from shared.db import SessionFactory, unit_of_work
-from shared.jobs import generation_job_id
+from shared.job_contract import generation_job_id
 from shared.models import ConversationStatus
 from shared.queue import create_queue_pool
 from shared.repositories.conversations import ConversationRepository

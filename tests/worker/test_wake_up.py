@@ -22,9 +22,9 @@ from shared.queue import create_queue_pool, enqueue_generation, heartbeat_regist
 from shared.settings import Settings
 from tests.factories import load, make_conversation
 from tests.support.fake_llm import FakeLLMServer
+from worker.arq_worker import build_worker
 from worker.observability import Observability
 from worker.queue_worker import QueueWorker
-from worker.settings import build_worker
 
 NEVER_POLLS = 60.0
 

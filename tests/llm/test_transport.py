@@ -17,7 +17,7 @@ from shared.llm.base import (
     LLMRequestRejectedError,
     LLMUnavailableError,
 )
-from shared.llm.http_errors import (
+from shared.llm.transport import (
     MAX_CONNECT_SECONDS,
     MAX_ERROR_TEXT,
     error_text,

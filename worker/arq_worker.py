@@ -10,7 +10,7 @@ from arq import cron
 from arq.worker import func
 from loguru import logger
 
-from shared.jobs import GENERATE_CONVERSATION, deserialize_job, serialize_job
+from shared.job_contract import GENERATE_CONVERSATION, deserialize_job, serialize_job
 from shared.queue import create_queue_pool, heartbeat_key
 from shared.settings import Settings
 from worker.context import (
