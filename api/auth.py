@@ -1,8 +1,8 @@
 """Who is calling: `Authorization: Bearer <key>` resolved to the admin or one user.
 
 The admin key comes from the environment and is compared in constant time; a user key is
-hashed and looked up by its hash (one index probe) in the request's own database session,
-so a revoked key stops working on every replica with the next request.
+hashed and looked up by its hash (one statement, one index probe; no cache), so a revoked
+key stops working on every replica with the next request.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import SessionDep, get_settings
+from api.deps import get_engine, get_settings
 from shared.api_keys import hash_key, same_secret
+from shared.db import driver_connection
 from shared.errors import ForbiddenError, NotFoundError, UnauthorizedError
-from shared.repositories.api_keys import ApiKeyRepository
+from shared.repositories import api_keys
 
 # auto_error=False: a missing header is answered by our 401 in the error contract, not
 # FastAPI's 403. The scheme still appears in OpenAPI, so Swagger UI offers "Authorize".
@@ -51,7 +52,7 @@ ADMIN = Principal(user_id=None)
 
 
 async def _resolve(
-    request: Request, credentials: HTTPAuthorizationCredentials | None, session: SessionDep
+    request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal | None:
     if credentials is None or not credentials.credentials:
         return None
@@ -62,7 +63,8 @@ async def _resolve(
     if admin_key is not None and same_secret(presented, admin_key.get_secret_value()):
         return ADMIN
     digest = hash_key(presented)
-    found = await ApiKeyRepository(session).owner_of(digest)
+    async with driver_connection(get_engine(request)) as db:
+        found = await api_keys.owner_of(db, digest)
     if found is None:
         return None
     key_id, user_id, stored = found
@@ -73,10 +75,9 @@ async def _resolve(
 
 async def authenticate(
     request: Request,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    principal = await _resolve(request, credentials, session)
+    principal = await _resolve(request, credentials)
     if principal is None:
         message = "Missing API key" if credentials is None else "Invalid or revoked API key"
         raise UnauthorizedError(message)

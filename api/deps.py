@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from arq.connections import ArqRedis
 from fastapi import Depends, Query, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.db import SessionFactory, unit_of_work
 from shared.metrics import Metrics
@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
 
 
 def get_session_factory(request: Request) -> SessionFactory:
@@ -81,6 +86,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 # scope="function": the commit happens before the response is sent, so a failed commit
 # becomes an error response instead of a success the database never saw.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+# For the hot routes that run their statements on the driver (`shared.db.driver_connection`).
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 SessionFactoryDep = Annotated[SessionFactory, Depends(get_session_factory)]
 QueueDep = Annotated[ArqRedis, Depends(get_queue)]
 PageDep = Annotated[Page, Depends(get_page)]

@@ -1,4 +1,4 @@
-"""Hand a conversation to the queue once its row is committed, without ever losing it."""
+"""Hand a committed conversation to the queue, without ever losing it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import after_commit
 from shared.job_contract import GENERATE_CONVERSATION, generation_job_id
 from shared.queue import enqueue_generation
 from shared.telemetry import inject_trace_context
@@ -19,19 +17,7 @@ from shared.telemetry import inject_trace_context
 _tracer = trace.get_tracer("ai_eng_api.api")
 
 
-def enqueue_after_commit(
-    session: AsyncSession, queue: ArqRedis, conversation_id: uuid.UUID
-) -> None:
-    """Queue the conversation's job when the request's unit of work commits, not before:
-    a worker must find the row its job names. A rolled-back request queues nothing."""
-
-    async def publish() -> None:
-        await _publish(queue, conversation_id)
-
-    after_commit(session, publish)
-
-
-async def _publish(queue: ArqRedis, conversation_id: uuid.UUID) -> bool:
+async def publish(queue: ArqRedis, conversation_id: uuid.UUID) -> bool:
     """Send the job. When Redis cannot take it the row stays committed as `pending` and the
     worker's sweeper queues it later, so the client's 202 stays true. Returns whether the job
     reached Redis."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol, cast
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import greenlet_spawn
 
 from shared.logs import redact_prompt
 from shared.settings import Settings
@@ -111,6 +113,66 @@ def is_db_unavailable(exc: BaseException) -> bool:
     return isinstance(
         exc, OperationalError | InterfaceError | PoolTimeoutError | ConnectionError | TimeoutError
     )
+
+
+class DatabaseUnavailableError(ConnectionError):
+    """The database could not be reached, or dropped the connection during a statement."""
+
+
+class DriverTransaction(Protocol):
+    async def __aenter__(self) -> Any: ...
+    async def __aexit__(self, *exc: object) -> Any: ...
+
+
+class DriverConnection(Protocol):
+    """What the hot paths use of an asyncpg connection (asyncpg ships no type hints)."""
+
+    async def fetchrow(self, query: str, *args: Any) -> Mapping[str, Any] | None: ...
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+    def transaction(self) -> DriverTransaction: ...
+    def is_closed(self) -> bool: ...
+
+
+# What a lost or unreachable server looks like from the driver (a statement's own errors are
+# other `PostgresError`s and leave the connection usable).
+_DRIVER_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[DriverConnection]:
+    """A pooled connection used through the driver itself, for the few statements on the
+    request path that are worth a round trip each and nothing more: no session, no implicit
+    BEGIN, no ORM. A statement outside `transaction()` commits on its own.
+
+    A connection the error left closed (or in an unknown state) is dropped from the pool, and
+    a lost server is raised as `DatabaseUnavailableError` (503 in the API, a retry in the
+    worker).
+    """
+    try:
+        pooled = await engine.raw_connection()
+    except _DRIVER_CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailableError("the database is unreachable") from exc
+    driver = cast(DriverConnection, pooled.driver_connection)
+    try:
+        yield driver
+    except BaseException as exc:
+        lost = driver.is_closed() or isinstance(exc, _DRIVER_CONNECTION_ERRORS)
+        if lost or not isinstance(exc, asyncpg.PostgresError):
+            # Cancelled mid-statement, or gone: its protocol state cannot be trusted.
+            await greenlet_spawn(pooled.invalidate, exc if isinstance(exc, Exception) else None)
+        if lost:
+            raise DatabaseUnavailableError("the database connection was lost") from exc
+        raise
+    finally:
+        # The pool's own I/O (closing an overflow connection) runs where SQLAlchemy's async
+        # bridge expects it.
+        await greenlet_spawn(pooled.close)
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

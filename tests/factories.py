@@ -39,16 +39,18 @@ async def make_conversation(
                 **(model_options or {}),
             ),
         )
-        data = ConversationCreate(
-            user_id=user.id,
-            model_version_id=model_version.id,
-            prompt=fields.pop("prompt", "hello"),
-            **fields,
-        )
-        conversation = await create_conversation(
-            session, data=data, user_id=user.id, supported_providers=PROVIDERS | {provider}
-        )
-        return conversation.id
+    data = ConversationCreate(
+        user_id=user.id,
+        model_version_id=model_version.id,
+        prompt=fields.pop("prompt", "hello"),
+        **fields,
+    )
+    engine = session_factory.kw["bind"]
+    row = await create_conversation(
+        engine, data=data, user_id=user.id, supported_providers=PROVIDERS | {provider}
+    )
+    conversation_id: uuid.UUID = row["id"]
+    return conversation_id
 
 
 async def load(session_factory: SessionFactory, conversation_id: uuid.UUID) -> Conversation:

@@ -5,9 +5,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 
 from api.auth import Principal, PrincipalDep
 from api.deps import (
+    EngineDep,
     LimiterDep,
     MetricsDep,
     PageDep,
@@ -18,7 +20,7 @@ from api.deps import (
 )
 from api.errors import error_responses
 from api.limits import check_submission_sizes
-from api.submission import enqueue_after_commit
+from api.submission import publish
 from shared.errors import ForbiddenError
 from shared.models import ConversationStatus
 from shared.schemas.conversations import (
@@ -61,6 +63,14 @@ def _location(settings: Settings, conversation_id: uuid.UUID) -> str:
     return str(settings.PUBLIC_BASE_URL).rstrip("/") + path
 
 
+def _json(
+    body: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """The hot routes' answer, serialised once by pydantic (the route's `response_model`
+    still documents it)."""
+    return Response(body.model_dump_json(), status_code, headers, media_type="application/json")
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -72,15 +82,14 @@ def _location(settings: Settings, conversation_id: uuid.UUID) -> str:
 )
 async def create_conversation(
     data: ConversationCreate,
-    response: Response,
-    session: SessionDep,
+    engine: EngineDep,
     queue: QueueDep,
     caller: PrincipalDep,
     settings: SettingsDep,
     limiter: LimiterDep,
     metrics: MetricsDep,
     providers: ProvidersDep,
-) -> ConversationRead:
+) -> Response:
     """Submit a prompt.
 
     Without `response`: stored as `pending` and answered with 202 at once; a worker
@@ -98,22 +107,24 @@ async def create_conversation(
         await limiter.check_rate(owner)
     if generate:
         await limiter.check_queue_depth()
-    conversation = await service.create_conversation(
-        session,
+    row = await service.create_conversation(
+        engine,
         data=data,
         user_id=owner,
         supported_providers=providers,
         trace_id=current_trace_id(),
         max_active=None if caller.is_admin else settings.MAX_ACTIVE_CONVERSATIONS_PER_USER,
     )
-    response.headers["Location"] = _location(settings, conversation.id)
-    if conversation.status == ConversationStatus.COMPLETED:
-        response.status_code = status.HTTP_201_CREATED
-        metrics.conversations_submitted_total.labels("stored").inc()
-        return ConversationRead.model_validate(conversation)
-    enqueue_after_commit(session, queue, conversation.id)
-    metrics.conversations_submitted_total.labels("queued").inc()
-    return ConversationRead.model_validate(conversation)
+    conversation = ConversationRead.model_validate(row)
+    # Committed: a worker that picks the job up now finds the row.
+    if generate:
+        await publish(queue, conversation.id)
+    metrics.conversations_submitted_total.labels("queued" if generate else "stored").inc()
+    return _json(
+        conversation,
+        status.HTTP_202_ACCEPTED if generate else status.HTTP_201_CREATED,
+        headers={"Location": _location(settings, conversation.id)},
+    )
 
 
 @router.get("", response_model=list[ConversationRead], responses=error_responses(422, 503))
@@ -150,13 +161,13 @@ async def list_conversations(
     responses=error_responses(404, 422, 503),
 )
 async def get_conversation(
-    conversation_id: uuid.UUID, session: SessionDep, caller: PrincipalDep
-) -> ConversationRead:
+    conversation_id: uuid.UUID, engine: EngineDep, caller: PrincipalDep
+) -> Response:
     """Poll one conversation: status, response, error, attempts, tokens and timings."""
-    conversation = await service.get_conversation(
-        session, conversation_id=conversation_id, owner_id=caller.owner_scope()
+    row = await service.read_conversation(
+        engine, conversation_id=conversation_id, owner_id=caller.owner_scope()
     )
-    return ConversationRead.model_validate(conversation)
+    return _json(ConversationRead.model_validate(row))
 
 
 @router.patch(

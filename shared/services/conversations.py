@@ -3,86 +3,113 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from shared.errors import BadRequestError, ConflictError, NotFoundError, TooManyRequestsError
+from shared.db import driver_connection
+from shared.errors import (
+    AppError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    TooManyRequestsError,
+)
 from shared.lifecycle import Outcome
 from shared.models import Conversation, ConversationStatus
-from shared.models.conversation import MODEL_VERSION_FOREIGN_KEY, USER_FOREIGN_KEY
+from shared.repositories import conversation_statements as statements
+from shared.repositories.conversation_statements import Row
 from shared.repositories.conversations import CONVERSATION_ORDER, ConversationRepository
 from shared.schemas.common import Page
 from shared.schemas.conversations import ConversationCreate, ConversationOrder, ConversationUpdate
-from shared.services.model_versions import MODEL_VERSION_NOT_FOUND, get_model_version
-from shared.services.users import USER_NOT_FOUND, get_user
+from shared.services.model_versions import MODEL_VERSION_NOT_FOUND
+from shared.services.users import USER_NOT_FOUND
 
 CONVERSATION_NOT_FOUND = "Conversation not found"
 # A full user waits for one of its conversations to finish; a few seconds is a fair guess.
 ACTIVE_CAP_RETRY_AFTER_SECONDS = 5
 
 
-async def _check_active_cap(session: AsyncSession, *, user_id: uuid.UUID, cap: int) -> None:
-    # The caller holds the user's row lock, so concurrent submits of one user (on any replica)
-    # count one after another and the cap is exact.
-    active = await ConversationRepository(session).count_unfinished(user_id, up_to=cap)
-    if active >= cap:
-        raise TooManyRequestsError(
+def _refusal(
+    blocked: statements.NotInserted, *, cap: int | None, providers: Collection[str] | None
+) -> AppError:
+    """The answer for a submission its INSERT refused, in the order a client fixes them."""
+    if not blocked.user_found:
+        return NotFoundError(USER_NOT_FOUND)
+    if blocked.provider is None:
+        return NotFoundError(MODEL_VERSION_NOT_FOUND)
+    if cap is not None and blocked.unfinished >= cap:
+        return TooManyRequestsError(
             f"At most {cap} conversations may be pending or running at once; "
             "retry when one finishes",
             details={"max_active": cap},
             retry_after=ACTIVE_CAP_RETRY_AFTER_SECONDS,
         )
+    if providers is not None and blocked.provider not in providers:
+        return BadRequestError(
+            f"Provider '{blocked.provider}' cannot generate answers here",
+            details={"provider": blocked.provider, "supported_providers": sorted(providers)},
+        )
+    # The user or model version changed between the INSERT and this look (and back).
+    return ConflictError("The user or model version changed during the submission; retry")
 
 
 async def create_conversation(
-    session: AsyncSession,
+    engine: AsyncEngine,
     *,
     data: ConversationCreate,
     user_id: uuid.UUID,
     supported_providers: Collection[str],
     trace_id: str | None = None,
     max_active: int | None = None,
-) -> Conversation:
-    """Store a conversation for `user_id`: completed when the answer is given, else pending.
+) -> Row:
+    """Store a conversation for `user_id`, committed when this returns: completed when the
+    answer is given, else pending (the caller then enqueues it; never before the commit, or a
+    fast worker could look for a row that is not there yet).
 
-    `max_active` caps the user's pending + running conversations (None: no cap). The caller
-    commits, then enqueues pending conversations (never before the commit, or a fast worker
-    could look for a row that is not there yet).
+    `max_active` caps the user's pending + running conversations (None: no cap). One
+    statement checks the user and model version and inserts; with a cap, the user's row is
+    locked first, so concurrent submissions of one user (on any replica) count one after
+    another and the cap is exact.
     """
     generate = data.response is None
-    # Both rows stay locked until the commit, so neither can be soft-deleted in between; the
-    # user's row is locked exclusively when its cap is counted, so its submits take turns.
-    capped = bool(max_active and generate)
-    await get_user(session, user_id=user_id, for_update=capped, for_share=not capped)
-    model_version = await get_model_version(
-        session, model_version_id=data.model_version_id, for_share=True
-    )
-    values = data.model_dump(exclude={"user_id"})
-    values["user_id"] = user_id
+    values: dict[str, Any] = data.model_dump(exclude={"user_id", "model_version_id"})
+    values["trace_id"] = trace_id
     if generate:
-        if max_active:
-            await _check_active_cap(session, user_id=user_id, cap=max_active)
-        if model_version.provider not in supported_providers:
-            raise BadRequestError(
-                f"Provider '{model_version.provider}' cannot generate answers here",
-                details={
-                    "provider": model_version.provider,
-                    "supported_providers": sorted(supported_providers),
-                },
-            )
-        status = ConversationStatus.PENDING
+        values["status"] = ConversationStatus.PENDING.value
     else:
-        status = ConversationStatus.COMPLETED
+        values["status"] = ConversationStatus.COMPLETED.value
         values["completed_at"] = datetime.now(UTC)
-    conversation = Conversation(**values, status=status.value, trace_id=trace_id)
-    # The user or model version may be removed after the checks above: answered as if gone.
-    return await ConversationRepository(session).add(
-        conversation,
-        violations={
-            USER_FOREIGN_KEY: NotFoundError(USER_NOT_FOUND),
-            MODEL_VERSION_FOREIGN_KEY: NotFoundError(MODEL_VERSION_NOT_FOUND),
-        },
-    )
+    providers = supported_providers if generate else None
+    cap = max_active if generate and max_active else None
+    ids = {"user_id": user_id, "model_version_id": data.model_version_id}
+    async with driver_connection(engine) as db:
+        if cap is None:
+            row = await statements.insert(db, **ids, values=values, providers=providers, cap=None)
+            blocked = None if row else await statements.why_not_inserted(db, *ids.values())
+        else:
+            async with db.transaction():
+                if not await statements.lock_user(db, user_id):
+                    raise NotFoundError(USER_NOT_FOUND)
+                row = await statements.insert(
+                    db, **ids, values=values, providers=providers, cap=cap
+                )
+                blocked = None if row else await statements.why_not_inserted(db, *ids.values())
+    if row is None:
+        assert blocked is not None
+        raise _refusal(blocked, cap=cap, providers=providers)
+    return row
+
+
+async def read_conversation(
+    engine: AsyncEngine, *, conversation_id: uuid.UUID, owner_id: uuid.UUID | None
+) -> Row:
+    """A poll: the conversation if `owner_id` owns it (None: any owner), in one statement."""
+    async with driver_connection(engine) as db:
+        row = await statements.read_one(db, conversation_id, owner_id)
+    if row is None:
+        raise NotFoundError(CONVERSATION_NOT_FOUND)
+    return row
 
 
 async def get_conversation(

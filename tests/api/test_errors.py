@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -104,3 +105,16 @@ async def test_a_busy_connection_is_not_pinged_and_a_cut_costs_one_503(
     response = await client.get("/users")
     assert_error(response, 503, "service_unavailable")
     assert (await client.get("/users")).status_code == 200
+
+
+async def test_a_cut_on_the_driver_path_costs_one_503_and_the_connection_is_replaced(
+    client: httpx.AsyncClient, database_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polls run their statement on the driver, outside SQLAlchemy's own error handling: a
+    connection found dead there is a 503 once, then dropped from the pool, not reused."""
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    poll = f"/conversations/{uuid.uuid4()}"
+    assert (await client.get(poll)).status_code == 404
+    assert await _cut_api_connections(database_url) >= 1
+    assert_error(await client.get(poll), 503, "service_unavailable")
+    assert (await client.get(poll)).status_code == 404

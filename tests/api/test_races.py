@@ -9,19 +9,18 @@ the app against the real database (its pool has room for all of them at once).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import SessionFactory, unit_of_work
 from shared.errors import ConflictError
 from shared.models import Base, ModelVersion
 from shared.models.conversation import MODEL_VERSION_FOREIGN_KEY, USER_FOREIGN_KEY
@@ -29,15 +28,8 @@ from shared.models.model_version import ACTIVE_TRIPLE_UNIQUE_INDEX
 from shared.models.user import EMAIL_UNIQUE_INDEX
 from shared.repositories.model_versions import ModelVersionRepository
 from shared.repositories.users import UserRepository
-from shared.schemas.conversations import ConversationCreate
-from shared.schemas.model_versions import ModelVersionCreate
-from shared.schemas.users import UserCreate
-from shared.services import conversations as conversation_service
-from shared.services.model_versions import create_model_version as new_model
-from shared.services.users import create_user as new_user
 from shared.settings import Settings
 from tests.api.conftest import assert_error, create_model_version, create_user
-from tests.factories import PROVIDERS
 
 RACERS = 20
 
@@ -186,54 +178,68 @@ async def test_a_missed_model_version_check_is_the_same_conflict(
     assert assert_error(renamed, 409, "conflict") == before
 
 
-# A referenced row removed between the check and the insert
+# A referenced row removed while a submission is being stored
 
 
-def _removing_after_check(
-    app: FastAPI, check: Callable[..., Awaitable[Any]], table: str
-) -> Callable[..., Awaitable[Any]]:
-    """`check` without its row lock, then the row it found is deleted for good by another
-    connection: the foreign key is the last line when a lock is missing."""
-    session_factory: SessionFactory = app.state.session_factory
-
-    async def check_then_remove(session: AsyncSession, **kwargs: Any) -> Any:
-        unlocked = {key: False for key in ("for_update", "for_share") if key in kwargs}
-        found = await check(session, **{**kwargs, **unlocked})
-        async with session_factory() as other:
-            await other.execute(text(f'DELETE FROM "{table}" WHERE id = :id'), {"id": found.id})
-            await other.commit()
-        return found
-
-    return check_then_remove
+async def _waiting_for_a_lock(dsn: str, statement_prefix: str) -> None:
+    """Until a backend running a statement starting with `statement_prefix` waits on a lock."""
+    watcher = await asyncpg.connect(dsn)
+    try:
+        for _ in range(2000):
+            waiting = await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND ltrim(query, E' \\n') LIKE $1",
+                statement_prefix + "%",
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"no statement {statement_prefix!r} ever waited on a lock")
+    finally:
+        await watcher.close()
 
 
 @pytest.mark.parametrize(
-    ("name", "table", "message"),
+    ("table", "removal", "message"),
     [
-        ("get_user", "user", "User not found"),
-        ("get_model_version", "model_version", "Model version not found"),
+        ("user", 'UPDATE "user" SET is_active = false WHERE id = $1', "User not found"),
+        ("user", 'DELETE FROM "user" WHERE id = $1', "User not found"),
+        (
+            "model_version",
+            "UPDATE model_version SET is_active = false WHERE id = $1",
+            "Model version not found",
+        ),
+        ("model_version", "DELETE FROM model_version WHERE id = $1", "Model version not found"),
     ],
 )
-async def test_a_reference_removed_after_the_check_is_not_found(
-    app: FastAPI,
-    client: httpx.AsyncClient,
-    monkeypatch: pytest.MonkeyPatch,
-    name: str,
-    table: str,
-    message: str,
+async def test_a_reference_removed_while_the_submission_waits_is_not_found(
+    client: httpx.AsyncClient, database_url: URL, table: str, removal: str, message: str
 ) -> None:
+    """The submission's INSERT locks the user and model version rows it reads: one being
+    removed (soft delete: an UPDATE no foreign key sees; or a DELETE) makes it wait, then
+    read the outcome; so nothing is stored for a removed reference, and no 500."""
     user = await create_user(client)
     model_version = await create_model_version(client)
-    original = getattr(conversation_service, name)
-    monkeypatch.setattr(conversation_service, name, _removing_after_check(app, original, table))
-    payload = {
-        "user_id": user["id"],
-        "model_version_id": model_version["id"],
-        "prompt": "hi",
-        "response": "hello",
-    }
-    body = assert_error(await client.post("/conversations", json=payload), 404, "not_found")
-    assert body["message"] == message
+    target = user["id"] if table == "user" else model_version["id"]
+    dsn = database_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    remover = await asyncpg.connect(dsn)
+    try:
+        removing = remover.transaction()
+        await removing.start()
+        await remover.execute(removal, uuid.UUID(target))
+        payload = {
+            "user_id": user["id"],
+            "model_version_id": model_version["id"],
+            "prompt": "hi",
+        }
+        submission = asyncio.create_task(client.post("/conversations", json=payload))
+        await _waiting_for_a_lock(dsn, 'INSERT INTO "conversation"')
+        await removing.commit()
+        body = assert_error(await submission, 404, "not_found")
+        assert body["message"] == message
+        assert await remover.fetchval("SELECT count(*) FROM conversation") == 0
+    finally:
+        await remover.close()
 
 
 # Only the races: any other integrity error is a bug and stays one.
@@ -258,35 +264,3 @@ def test_the_constraint_names_are_the_schema_s() -> None:
         USER_FOREIGN_KEY,
         MODEL_VERSION_FOREIGN_KEY,
     } <= names
-
-
-@pytest.mark.parametrize("table", ["user", "model_version"])
-async def test_a_submission_keeps_its_user_and_model_from_being_deleted_until_it_commits(
-    session_factory: SessionFactory, table: str
-) -> None:
-    """Soft delete is an UPDATE, which no foreign key sees: the submission's row locks are
-    what keep a conversation from being stored for a user or model deleted meanwhile."""
-
-    async with unit_of_work(session_factory) as setup:
-        user = await new_user(setup, data=UserCreate(email="held@example.com"))
-        model = await new_model(
-            setup, data=ModelVersionCreate(provider="ollama", model_name="m", version_tag="v1")
-        )
-    target = user.id if table == "user" else model.id
-    async with unit_of_work(session_factory) as session:
-        await conversation_service.create_conversation(
-            session,
-            data=ConversationCreate(model_version_id=model.id, prompt="hi"),
-            user_id=user.id,
-            supported_providers=PROVIDERS,
-        )
-        # Still uncommitted: a delete from another connection must wait for this transaction.
-        engine_url = session.bind.url  # type: ignore[union-attr]
-        dsn = engine_url.set(drivername="postgresql").render_as_string(hide_password=False)
-        other = await asyncpg.connect(dsn)
-        try:
-            await other.execute("SET lock_timeout = '200ms'")
-            with pytest.raises(asyncpg.LockNotAvailableError):
-                await other.execute(f'UPDATE "{table}" SET is_active = false WHERE id = $1', target)
-        finally:
-            await other.close()
