@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+# Receives each piece of text as the model streams it. Called on the event loop between two
+# reads of the answer, so it must return at once (buffer, never await).
+TextSink = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,11 @@ class LLMClient(Protocol):
 
     provider: str
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+    async def generate(
+        self, request: GenerationRequest, on_text: TextSink | None = None
+    ) -> GenerationResult:
+        """The whole answer. With `on_text`, the model streams and each piece of text goes to
+        `on_text` as it arrives; the result and the errors are the same either way."""
+        ...
 
     async def list_models(self) -> list[str]: ...

@@ -1,4 +1,4 @@
-"""Ollama's `/api/chat`, non-streaming, behind the `LLMClient` contract."""
+"""Ollama's `/api/chat`, whole or streamed as NDJSON, behind the `LLMClient` contract."""
 
 from __future__ import annotations
 
@@ -14,8 +14,18 @@ from shared.llm.base import (
     LLMBadResponseError,
     LLMError,
     LLMUnavailableError,
+    TextSink,
 )
-from shared.llm.transport import parse_body, raise_for_status, request_timeout, send
+from shared.llm.transport import (
+    MAX_ERROR_TEXT,
+    cut_short,
+    open_stream,
+    parse_body,
+    parse_piece,
+    raise_for_status,
+    request_timeout,
+    send,
+)
 
 PROVIDER = "ollama"
 
@@ -32,6 +42,13 @@ class _ChatResponse(BaseModel):
     prompt_eval_count: NonNegativeInt | None = None
     eval_count: NonNegativeInt | None = None
     total_duration: NonNegativeInt | None = None  # nanoseconds
+
+
+class _StreamChunk(_ChatResponse):
+    """One NDJSON line: a piece of the message, the last one (`done`) with the counts, or an
+    `error` Ollama reports after the answer has started."""
+
+    error: str | None = None
 
 
 class _Tag(BaseModel):
@@ -65,6 +82,23 @@ def _options(request: GenerationRequest) -> dict[str, Any]:
     return options
 
 
+def _result(
+    last: _ChatResponse, text: str, request: GenerationRequest, elapsed_ms: float
+) -> GenerationResult:
+    """The answer from Ollama's last object (the whole answer, or the stream's `done` line)."""
+    latency_ms = elapsed_ms
+    if last.total_duration is not None:
+        latency_ms = last.total_duration / 1_000_000
+    return GenerationResult(
+        text=text,
+        input_tokens=last.prompt_eval_count,
+        output_tokens=last.eval_count,
+        latency_ms=latency_ms,
+        finish_reason=last.done_reason,
+        model=last.model or request.model,
+    )
+
+
 def _not_pulled(model: str, base_url: str) -> str:
     return f"model '{model}' is not pulled on ollama at {base_url}; run `ollama pull {model}`"
 
@@ -79,21 +113,29 @@ class OllamaClient:
         self.base_url = base_url.rstrip("/")
         self._timeout = request_timeout(timeout_seconds)
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        """One chat completion; raises an `LLMError` subclass on any failure."""
+    async def generate(
+        self, request: GenerationRequest, on_text: TextSink | None = None
+    ) -> GenerationResult:
+        """One chat completion; raises an `LLMError` subclass on any failure.
+
+        With `on_text` the answer is streamed (`stream: true`, one JSON object per line) and
+        each piece of the message goes to `on_text` as it arrives.
+        """
         body: dict[str, Any] = {
             "model": request.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "stream": False,
+            "stream": on_text is not None,
         }
         options = _options(request)
         if options:
             body["options"] = options
+        if on_text is not None:
+            return await self._stream(request, body, on_text)
         started = time.perf_counter()
         response = await send(
             self._http,
             "POST",
-            f"{self.base_url}/api/chat",
+            self._chat_url,
             provider=PROVIDER,
             http_timeout=self._timeout,
             json_body=body,
@@ -109,17 +151,42 @@ class OllamaClient:
                 f"(done={parsed.done}, message {'present' if parsed.message else 'missing'})",
                 status_code=response.status_code,
             )
-        latency_ms = elapsed_ms
-        if parsed.total_duration is not None:
-            latency_ms = parsed.total_duration / 1_000_000
-        return GenerationResult(
-            text=parsed.message.content,
-            input_tokens=parsed.prompt_eval_count,
-            output_tokens=parsed.eval_count,
-            latency_ms=latency_ms,
-            finish_reason=parsed.done_reason,
-            model=parsed.model or request.model,
-        )
+        return _result(parsed, parsed.message.content, request, elapsed_ms)
+
+    async def _stream(
+        self, request: GenerationRequest, body: dict[str, Any], on_text: TextSink
+    ) -> GenerationResult:
+        url = self._chat_url
+        pieces: list[str] = []
+        started = time.perf_counter()
+        async with open_stream(
+            self._http,
+            url,
+            provider=PROVIDER,
+            http_timeout=self._timeout,
+            json_body=body,
+            not_found=_not_pulled(request.model, self.base_url),
+        ) as response:
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                chunk = parse_piece(line, _StreamChunk, provider=PROVIDER, url=url)
+                if chunk.error is not None:
+                    # The model failed after it had started (out of memory, runner crashed).
+                    raise LLMUnavailableError(
+                        f"ollama failed mid-answer at {url}: {chunk.error[:MAX_ERROR_TEXT]}"
+                    )
+                if chunk.message is not None and chunk.message.content:
+                    pieces.append(chunk.message.content)
+                    on_text(chunk.message.content)
+                if chunk.done:
+                    elapsed_ms = (time.perf_counter() - started) * 1000
+                    return _result(chunk, "".join(pieces), request, elapsed_ms)
+        raise cut_short(PROVIDER, url, "its last message (done: true)")
+
+    @property
+    def _chat_url(self) -> str:
+        return f"{self.base_url}/api/chat"
 
     async def list_models(self) -> list[str]:
         """Names of the models pulled on this server, e.g. `llama3.2:3b`."""

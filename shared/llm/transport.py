@@ -1,4 +1,4 @@
-"""HTTP plumbing both provider clients share: send, classify the status, parse the body.
+"""HTTP plumbing both provider clients share: send or stream, classify the status, parse.
 
 Every failure leaves here as an `LLMError` subclass, so the worker decides retry-or-fail
 from `retriable` alone. Messages name the provider, the URL and the status, never the
@@ -8,6 +8,8 @@ prompt or the API key: they end up in logs and in the conversation row.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import httpx
@@ -34,21 +36,11 @@ def request_timeout(timeout_seconds: float) -> httpx.Timeout:
     return httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, MAX_CONNECT_SECONDS))
 
 
-async def send(
-    http: httpx.AsyncClient,
-    method: str,
-    url: str,
-    *,
-    provider: str,
-    http_timeout: httpx.Timeout,
-    json_body: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    """Send one request and read the whole body; transport failures become retriable."""
+@contextmanager
+def _classified(provider: str, url: str) -> Iterator[None]:
+    """Turn httpx's failures into `LLMError`s: transport trouble is retriable, bad bytes not."""
     try:
-        return await http.request(
-            method, url, json=json_body, headers=headers, timeout=http_timeout
-        )
+        yield
     except httpx.TimeoutException as exc:
         raise LLMUnavailableError(
             f"{provider} did not answer in time at {url} ({type(exc).__name__})"
@@ -67,6 +59,65 @@ async def send(
         raise LLMUnavailableError(
             f"connection to {provider} at {url} failed ({type(exc).__name__})"
         ) from exc
+
+
+async def send(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    http_timeout: httpx.Timeout,
+    json_body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """Send one request and read the whole body; transport failures become retriable."""
+    with _classified(provider, url):
+        return await http.request(
+            method, url, json=json_body, headers=headers, timeout=http_timeout
+        )
+
+
+@asynccontextmanager
+async def open_stream(
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    provider: str,
+    http_timeout: httpx.Timeout,
+    json_body: dict[str, Any],
+    not_found: str,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[httpx.Response]:
+    """POST and hand over a 2xx response whose body is still to be read, piece by piece.
+
+    Failures while connecting and while reading the body inside the `async with` are
+    classified as `send` does: a stream cut mid-way is retriable. A non-2xx answer is read
+    whole and raised as its `LLMError`.
+    """
+    with _classified(provider, url):
+        async with http.stream(
+            "POST", url, json=json_body, headers=headers, timeout=http_timeout
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise_for_status(response, provider=provider, not_found=not_found)
+            yield response
+
+
+def cut_short(provider: str, url: str, what: str) -> LLMUnavailableError:
+    """A stream that ended cleanly but before its last message: retriable, like a reset."""
+    return LLMUnavailableError(f"{provider} ended the stream from {url} before {what}")
+
+
+def parse_piece(line: str, model: type[ModelT], *, provider: str, url: str) -> ModelT:
+    """Validate one streamed JSON message (an NDJSON line, an SSE `data:`) against `model`."""
+    try:
+        return model.model_validate_json(line)
+    except ValidationError as exc:
+        raise LLMBadResponseError(
+            f"{provider} sent an invalid stream message from {url}: {_problems(exc)}"
+        ) from None
 
 
 def error_text(response: httpx.Response) -> str:
@@ -122,12 +173,15 @@ def parse_body(response: httpx.Response, model: type[ModelT], *, provider: str) 
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
-        # Say which fields were wrong, never their values: they may hold generated text.
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['type']}"
-            for err in exc.errors()[:3]
-        )
         raise LLMBadResponseError(
-            f"{provider} sent an invalid response from {response.request.url}: {problems}",
+            f"{provider} sent an invalid response from {response.request.url}: {_problems(exc)}",
             status_code=response.status_code,
         ) from None
+
+
+def _problems(exc: ValidationError) -> str:
+    # Say which fields were wrong, never their values: they may hold generated text.
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['type']}"
+        for err in exc.errors()[:3]
+    )

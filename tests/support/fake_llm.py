@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -45,6 +46,7 @@ from tests.support.fake_llm_behaviour import (
     ollama_final,
     ollama_piece,
     openai_body,
+    openai_chunks,
     stream_pieces,
 )
 
@@ -93,7 +95,8 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
-    _drip = 0.0  # seconds between the pieces of this call's answer (`drip_seconds`)
+    _drip = 0.0  # seconds between the bytes of this call's answer (`drip_seconds`)
+    _ticket: int | None = None  # this call's place among the held ones (`hold`)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # a line per request would drown pytest's output
@@ -154,11 +157,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         decision = self.server.state.begin_call(prompt=prompt, model=model)
         b = decision.behaviour
-        if b.hold:
-            ticket = self.server.state.take_ticket()
-            while not self.server.state.wait_released(ticket, 0.05):
-                if self.server.stopping.is_set():
-                    return
+        self._ticket = self.server.state.take_ticket() if b.hold else None
+        if b.hold and not b.hold_after_pieces and not self._wait_released():
+            return
         delay = b.delay_seconds or (1.0 if b.mode == "slow" else 0.0)
         if delay and self.server.stopping.wait(delay):
             return
@@ -171,7 +172,12 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self._send_json(decision.fail_status, error_body(api, decision.fail_status, text))
             return
-        if b.mode == "garbage":
+        # Ollama streams unless told not to; OpenAI only when asked.
+        stream = body.get("stream")
+        streamed = stream is True if api == "openai" else stream is not False
+        # A line that is not JSON half-way through a stream (a whole answer is all garbage).
+        spoil = b.mode == "garbage_mid_stream"
+        if b.mode == "garbage" or (spoil and not streamed):
             self._send(200, GARBAGE, "application/json")
             return
         known = {canonical_model(m) for m in b.models}
@@ -180,17 +186,34 @@ class _Handler(BaseHTTPRequestHandler):
             return
         reply = compose_reply(b, prompt=prompt, inputs=inputs, limit=limit)
         duration_ns = time.perf_counter_ns() - started
-        if api == "openai":
-            self._send_json(
-                200, finish(openai_body(model, reply), b), drop=b.mode == "close_mid_stream"
-            )
-        elif body.get("stream", True) is False:
+        drop = b.mode == "close_mid_stream"
+        # A held stream pauses before the piece after `hold_after_pieces` of them.
+        pause = b.hold_after_pieces if b.hold and b.hold_after_pieces else None
+        if api == "openai" and streamed:
+            options = body.get("stream_options")
+            usage = isinstance(options, dict) and options.get("include_usage") is True
+            chunks = openai_chunks(model, reply, include_usage=usage)
+            chunks[-1] = finish(chunks[-1], b)
+            lines = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks]
+            lines.append(b"data: [DONE]\n\n")
+            if spoil:
+                lines.insert(len(lines) // 2, b"data: " + GARBAGE + b"\n\n")
+            # The first chunk carries only the role: the pieces start at the second.
+            self._stream(lines, "text/event-stream", drop=drop, pause=pause and pause + 1)
+        elif not streamed and pause is not None and not self._wait_released():
+            return  # a whole answer has no pieces to pause between: it is held before it
+        elif api == "openai":
+            self._send_json(200, finish(openai_body(model, reply), b), drop=drop)
+        elif not streamed:
             whole = {**ollama_piece(api, model, reply.text), **ollama_final(reply, duration_ns)}
-            self._send_json(200, finish(whole, b), drop=b.mode == "close_mid_stream")
+            self._send_json(200, finish(whole, b), drop=drop)
         else:
             chunks = [ollama_piece(api, model, p) for p in stream_pieces(reply.text)]
             final = {**ollama_piece(api, model, ""), **ollama_final(reply, duration_ns)}
-            self._stream([*chunks, finish(final, b)], drop=b.mode == "close_mid_stream")
+            lines = [json.dumps(c).encode() + b"\n" for c in [*chunks, finish(final, b)]]
+            if spoil:
+                lines.insert(len(lines) // 2, GARBAGE + b"\n")
+            self._stream(lines, "application/x-ndjson", drop=drop, pause=pause)
 
     def _read_json(self) -> dict[str, Any] | None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -225,21 +248,50 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, payload: dict[str, Any], *, drop: bool = False) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json", drop=drop)
 
-    def _stream(self, chunks: list[dict[str, Any]], *, drop: bool) -> None:
+    def _stream(
+        self, lines: list[bytes], content_type: str, *, drop: bool, pause: int | None
+    ) -> None:
+        """Send `lines` as one chunked body, each flushed as it goes (dripped byte by byte with
+        `drip_seconds`); `drop` hangs up half-way, `pause` waits for a release before that
+        line."""
         self.send_response(200)
-        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for index, chunk in enumerate(chunks):
-            if drop and index >= max(len(chunks) // 2, 1):
+        for index, line in enumerate(lines):
+            if drop and index >= max(len(lines) // 2, 1):
                 self._hang_up()
                 return
-            if self._drip and self.server.stopping.wait(self._drip):
+            if index == pause and not self._wait_released():
                 return
-            line = json.dumps(chunk).encode() + b"\n"
-            self.wfile.write(f"{len(line):X}\r\n".encode() + line + b"\r\n")
+            self.wfile.write(f"{len(line):X}\r\n".encode())
+            for part in self._dripped(line):
+                if part is None:
+                    return
+                self.wfile.write(part)
+                self.wfile.flush()
+            self.wfile.write(b"\r\n")
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
+
+    def _dripped(self, data: bytes) -> Iterator[bytes | None]:
+        """`data` at once, or byte by byte `drip_seconds` apart (None: the server is stopping)."""
+        if not self._drip:
+            yield data
+            return
+        for index in range(len(data)):
+            if self.server.stopping.wait(self._drip):
+                yield None
+                return
+            yield data[index : index + 1]
+
+    def _wait_released(self) -> bool:
+        """Wait until this held call is released; False when the server stops first."""
+        assert self._ticket is not None
+        while not self.server.state.wait_released(self._ticket, 0.05):
+            if self.server.stopping.is_set():
+                return False
+        return True
 
     def _hang_up(self) -> None:
         self.close_connection = True

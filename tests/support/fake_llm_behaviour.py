@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Mode = Literal["ok", "slow", "status", "garbage", "close_mid_stream", "fail_n_then_ok"]
+Mode = Literal[
+    "ok", "slow", "status", "garbage", "garbage_mid_stream", "close_mid_stream", "fail_n_then_ok"
+]
 Api = Literal["ollama_chat", "ollama_generate", "openai"]
 
 DEFAULT_MODELS = ("llama3.2:3b",)
@@ -44,7 +46,10 @@ class Behaviour(BaseModel):
     # Calls that arrive while `hold` is on wait (counted, connection open) until it is turned
     # off: a test acts while a generation is surely in flight, then lets it finish.
     hold: bool = False
-    # Seconds between the pieces of an answer (streamed lines, or bytes of a JSON body): a
+    # With `hold`: a streamed answer sends this many pieces first and then waits to be
+    # released, so a test can act while part of the answer is surely out.
+    hold_after_pieces: int = Field(default=0, ge=0)
+    # Seconds between the bytes of an answer (of a JSON body, or of each streamed message): a
     # server that keeps the connection alive while taking ever so long.
     drip_seconds: float = Field(default=0.0, ge=0)
 
@@ -259,3 +264,25 @@ def openai_body(model: str, reply: Reply) -> dict[str, Any]:
             "total_tokens": reply.input_tokens + reply.output_tokens,
         },
     }
+
+
+def openai_chunks(model: str, reply: Reply, *, include_usage: bool) -> list[dict[str, Any]]:
+    """A streamed chat completion: the role, a chunk per piece, the finish reason, and the
+    usage in a last chunk without choices when `stream_options.include_usage` asked for it."""
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [chunk({"content": piece}) for piece in stream_pieces(reply.text)]
+    chunks.append(chunk({}, reply.finish_reason))
+    if include_usage:
+        usage = openai_body(model, reply)["usage"]
+        chunks.append({**chunk({}), "choices": [], "usage": usage})
+    return chunks
