@@ -59,11 +59,11 @@ async def _resolve(
     presented = credentials.credentials
     if len(presented) > _MAX_KEY_LENGTH:
         return None
-    admin_key = get_settings(request).ADMIN_API_KEY
+    admin_key = (await get_settings(request)).ADMIN_API_KEY
     if admin_key is not None and same_secret(presented, admin_key.get_secret_value()):
         return ADMIN
     digest = hash_key(presented)
-    async with driver_connection(get_engine(request)) as db:
+    async with driver_connection(await get_engine(request)) as db:
         found = await api_keys.owner_of(db, digest)
     if found is None:
         return None
@@ -85,12 +85,12 @@ async def authenticate(
     return principal
 
 
-def caller_is_admin(
+async def caller_is_admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> bool:
     """For open routes (probes) that tell the admin more than anyone else; no database."""
-    admin_key = get_settings(request).ADMIN_API_KEY
+    admin_key = (await get_settings(request)).ADMIN_API_KEY
     return (
         credentials is not None
         and admin_key is not None

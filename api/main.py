@@ -26,7 +26,7 @@ from shared.metrics import create_metrics
 from shared.queue import create_queue_pool
 from shared.settings import Exposure, Settings, SettingsError, get_settings
 from shared.telemetry import (
-    instrument_fastapi,
+    fastapi_telemetry,
     instrument_redis,
     instrument_sqlalchemy,
     setup_telemetry,
@@ -83,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         # Any route can fail unexpectedly; the body then is the same error contract.
         responses=error_responses(500),
+        # Probes and scrapes would be most of the traces and say nothing: not traced.
+        telemetry=fastapi_telemetry(tracer_provider),
     )
     app.state.metrics = create_metrics()
     register_error_handlers(app)
@@ -105,5 +107,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware)
     # Added last, so outermost: every log line of the request carries its id.
     app.add_middleware(RequestIdMiddleware)
-    instrument_fastapi(app, tracer_provider)
     return app

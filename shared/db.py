@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, Protocol, cast
 
 import asyncpg
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -173,6 +175,23 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[DriverConnecti
         # The pool's own I/O (closing an overflow connection) runs where SQLAlchemy's async
         # bridge expects it.
         await greenlet_spawn(pooled.close)
+
+
+_tracer = trace.get_tracer("ai_eng_api.db")
+
+
+def statement_span(operation: str, table: str) -> AbstractContextManager[Span]:
+    """The span of one statement run on the driver (the SQLAlchemy instrumentation only sees
+    statements that go through SQLAlchemy), with the attributes its spans carry."""
+    return _tracer.start_as_current_span(
+        f"{operation} {table}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "db.system": "postgresql",
+            "db.operation.name": operation,
+            "db.collection.name": table,
+        },
+    )
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

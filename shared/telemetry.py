@@ -11,19 +11,18 @@ import json
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from httpx import AsyncClient
 from loguru import logger
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
@@ -55,10 +54,6 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 # The redis instrumentation names a span after the command ("BRPOP", "MULTI ZADD EXEC", "redis"
 # for an empty pipeline, the db number for an empty command).
 _REDIS_SPAN_NAME = re.compile(r"[A-Z][A-Z0-9_.]*(?: [A-Z][A-Z0-9_.]*)*|redis(?:\.\w+)?|\d+")
-
-# Probes and scrapes would be most of the traces and say nothing.
-# The instrumentation matches these against scheme://host/path, without the query string.
-_FASTAPI_EXCLUDED_URLS = r"^\w+://[^/]+/health/,^\w+://[^/]+/metrics$"
 
 
 class DropRootRedisSampler(Sampler):
@@ -220,15 +215,26 @@ def setup_telemetry(
     return Telemetry(tracer_provider=provider, exporters=tuple(exporters))
 
 
-def instrument_fastapi(app: FastAPI, tracer_provider: TracerProvider) -> None:
-    """One server span per request, named by route template; probes and scrapes are skipped."""
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=tracer_provider,
-        excluded_urls=_FASTAPI_EXCLUDED_URLS,
-        # The per-message "http send"/"http receive" spans double the span count for no insight.
-        exclude_spans=["receive", "send"],
-    )
+def fastapi_telemetry(tracer_provider: TracerProvider) -> TelemetryConfig:
+    """FastAPI's own instrumentation: one server span per request, named by route template
+    (`GET /conversations/{conversation_id}`), the caller's `traceparent` continued; probes and
+    scrapes are skipped. Its metrics and logs are off (Prometheus and loguru have them), and
+    so are its per-dependency spans. It knows the matched route from the router, where a
+    middleware would have to match every route again on each request."""
+    return {
+        "tracer_provider": tracer_provider,
+        "tracing": True,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "auto_configure": False,
+        "exclude": _untraced,
+    }
+
+
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    path = scope.get("path", "")
+    return isinstance(path, str) and (path.startswith("/health/") or path == "/metrics")
 
 
 def instrument_sqlalchemy(engine: AsyncEngine, tracer_provider: TracerProvider) -> None:

@@ -5,7 +5,7 @@ import uuid
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import DriverConnection
+from shared.db import DriverConnection, statement_span
 from shared.models import ApiKey, User
 
 # Every authenticated request with a user key runs it: written out, run on the driver.
@@ -18,7 +18,8 @@ WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.is_active
 
 async def owner_of(db: DriverConnection, key_hash: str) -> tuple[uuid.UUID, uuid.UUID, str] | None:
     """(key id, user id, stored hash) of a live key of an active user; one index probe."""
-    row = await db.fetchrow(_OWNER_OF, key_hash)
+    with statement_span("SELECT", ApiKey.__tablename__):
+        row = await db.fetchrow(_OWNER_OF, key_hash)
     return None if row is None else (row["id"], row["user_id"], row["key_hash"])
 
 

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table
 
-from shared.db import DriverConnection
+from shared.db import DriverConnection, statement_span
 from shared.models import Conversation, ConversationStatus, ModelVersion, User
 from shared.schemas.conversations import ConversationRead
 
@@ -115,8 +115,8 @@ async def insert(
     """Insert a conversation with `values` (the written columns but the two ids; a missing one
     is NULL) if its user and model version are active, its model's provider is among
     `providers` and its user is under `cap`; the row as read, or None."""
-    return _row(
-        await db.fetchrow(
+    with statement_span("INSERT", _CONVERSATION):
+        row = await db.fetchrow(
             INSERT,
             user_id,
             model_version_id,
@@ -124,12 +124,13 @@ async def insert(
             cap,
             *(values.get(name) for name in WRITTEN[2:]),
         )
-    )
+    return _row(row)
 
 
 async def lock_user(db: DriverConnection, user_id: uuid.UUID) -> bool:
     """Lock the active user's row until the transaction ends; False if there is none."""
-    return await db.fetchval(LOCK_USER, user_id) is not None
+    with statement_span("SELECT", _USER):
+        return await db.fetchval(LOCK_USER, user_id) is not None
 
 
 async def why_not_inserted(
@@ -148,7 +149,8 @@ async def read_one(
     db: DriverConnection, conversation_id: uuid.UUID, owner_id: uuid.UUID | None
 ) -> Row | None:
     """The active conversation, if `owner_id` owns it (None: any owner)."""
-    return _row(await db.fetchrow(READ_ONE, conversation_id, owner_id))
+    with statement_span("SELECT", _CONVERSATION):
+        return _row(await db.fetchrow(READ_ONE, conversation_id, owner_id))
 
 
 def _row(record: Mapping[str, Any] | None) -> Row | None:

@@ -23,8 +23,8 @@ from shared.telemetry import (
     _otlp_traces_endpoint,
     current_trace_id,
     extract_trace_context,
+    fastapi_telemetry,
     inject_trace_context,
-    instrument_fastapi,
     instrument_httpx,
     instrument_redis,
     setup_telemetry,
@@ -219,7 +219,7 @@ async def test_instrumented_redis_traces_commands_only_under_a_parent(
 async def test_fastapi_spans_use_route_templates_and_skip_probes(
     telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
-    app = FastAPI()
+    app = FastAPI(telemetry=fastapi_telemetry(telemetry.tracer_provider))
 
     @app.get("/conversations/{conversation_id}")
     async def read(conversation_id: str) -> dict[str, str | None]:
@@ -233,7 +233,6 @@ async def test_fastapi_spans_use_route_templates_and_skip_probes(
     async def metrics() -> str:
         return ""
 
-    instrument_fastapi(app, telemetry.tracer_provider)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://api", headers=ADMIN_HEADERS
