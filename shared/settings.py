@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     WORKER_METRICS_HOST: str = "127.0.0.1"
     WORKER_METRICS_PORT: Annotated[int, Field(ge=0, le=65535)] = 9100
 
+    # The live text of a generation (docs/streaming.md): the worker publishes it to a Redis
+    # stream per conversation, every EVENTS_FLUSH_INTERVAL_MS at most; GET .../events reads it.
+    EVENTS_PUBLISH_ENABLED: bool = True
+    EVENTS_FLUSH_INTERVAL_MS: Annotated[int, Field(ge=0, le=5000)] = 50
+    EVENTS_MAX_LEN: Annotated[int, Field(ge=100)] = 10_000
+    EVENTS_RETENTION_SECONDS: Annotated[int, Field(ge=1)] = 300
+    EVENTS_KEEPALIVE_SECONDS: PositiveFloat = 15.0
+
     OPENAI_BASE_URL: AnyHttpUrl | None = None
     OPENAI_API_KEY: SecretStr | None = None
 

@@ -1,4 +1,5 @@
-"""What a worker makes once at start and every job borrows: engine, HTTP client, LLM clients."""
+"""What a worker makes once at start and every job borrows: engine, HTTP and LLM clients, the
+event streams' Redis client."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, cast
 
 import httpx
 from loguru import logger
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import SessionFactory, create_engine, create_session_factory
@@ -15,6 +17,7 @@ from shared.llm.base import LLMClient, LLMError
 from shared.llm.ollama import OllamaClient, check_ollama_ready
 from shared.llm.registry import create_http_client, make_llm_clients
 from shared.settings import Settings
+from shared.stream_events import EventStreamWriter
 from shared.telemetry import instrument_httpx, instrument_sqlalchemy
 from worker.observability import Observability
 
@@ -30,9 +33,14 @@ class WorkerResources:
     http: httpx.AsyncClient
     llm_clients: Mapping[str, LLMClient]
     obs: Observability
+    # The conversations' event streams; a client of its own, so a slow append never holds up
+    # arq's connections. `events` is None when EVENTS_PUBLISH_ENABLED is off.
+    events_redis: Redis
+    events: EventStreamWriter | None
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.events_redis.aclose()
         await self.engine.dispose()
 
 
@@ -47,6 +55,20 @@ async def open_resources(settings: Settings, obs: Observability) -> WorkerResour
     tracer_provider = obs.telemetry.tracer_provider
     instrument_sqlalchemy(engine, tracer_provider)
     instrument_httpx(http, tracer_provider)
+    # Short timeouts: publishing gives up rather than wait (worker/delta_publisher.py).
+    events_redis = Redis.from_url(
+        settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1, retry_on_timeout=False
+    )
+    events = (
+        EventStreamWriter(
+            events_redis,
+            queue_name=settings.QUEUE_NAME,
+            max_len=settings.EVENTS_MAX_LEN,
+            retention_seconds=settings.EVENTS_RETENTION_SECONDS,
+        )
+        if settings.EVENTS_PUBLISH_ENABLED
+        else None
+    )
     return WorkerResources(
         settings=settings,
         engine=engine,
@@ -54,6 +76,8 @@ async def open_resources(settings: Settings, obs: Observability) -> WorkerResour
         http=http,
         llm_clients=make_llm_clients(settings, http),
         obs=obs,
+        events_redis=events_redis,
+        events=events,
     )
 
 

@@ -1,4 +1,4 @@
-"""One generation attempt: claim the row, call the model, write the outcome back.
+"""One generation attempt: claim the row, stream the model's answer, write the outcome back.
 
 PostgreSQL is the source of truth and the queue only a trigger: every decision here is
 made from the row, and every write is fenced by the attempt number the claim handed out.
@@ -16,13 +16,20 @@ from loguru import logger
 
 from shared.db import unit_of_work
 from shared.lifecycle import Outcome
-from shared.llm.base import GenerationRequest, GenerationResult, LLMError, LLMUnavailableError
+from shared.llm.base import (
+    GenerationRequest,
+    GenerationResult,
+    LLMError,
+    LLMUnavailableError,
+    TextSink,
+)
 from shared.llm.prompts import PROMPT_VERSION, build_messages
 from shared.logs import bind_context
 from shared.models import Conversation, ConversationStatus, ModelVersion
 from shared.repositories.conversations import ConversationRepository
 from worker.backoff import retry_delay
 from worker.context import WorkerResources
+from worker.delta_publisher import publishing
 from worker.observability import llm_span, record_llm_error, record_llm_result
 from worker.persistence import write_outcome
 
@@ -92,7 +99,7 @@ def _request(claimed: _Claimed, *, max_tokens_limit: int) -> GenerationRequest:
     )
 
 
-async def _generate(res: WorkerResources, claimed: _Claimed) -> GenerationResult:
+async def _generate(res: WorkerResources, claimed: _Claimed, on_text: TextSink) -> GenerationResult:
     client = res.llm_clients.get(claimed.model_version.provider)
     if client is None:
         raise _PermanentError(
@@ -104,7 +111,7 @@ async def _generate(res: WorkerResources, claimed: _Claimed) -> GenerationResult
         try:
             # httpx bounds each read; this bounds the whole call, however the server drips.
             async with asyncio.timeout(res.settings.LLM_TIMEOUT_SECONDS):
-                result = await client.generate(request)
+                result = await client.generate(request, on_text)
         except TimeoutError:
             error = LLMUnavailableError(f"no answer within {res.settings.LLM_TIMEOUT_SECONDS:g}s")
             record_llm_error(span, error)
@@ -130,19 +137,27 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
     claimed = await _claim(res, conversation_id)
     if claimed is None:
         return JobResult.SKIPPED
-    with bind_context(attempt=claimed.attempt):
+    with (
+        bind_context(attempt=claimed.attempt),
+        publishing(res, conversation_id, attempt=claimed.attempt) as deltas,
+    ):
         if claimed.attempt == 1 and claimed.conversation.queue_wait_ms is not None:
             res.obs.metrics.queue_wait_seconds.observe(claimed.conversation.queue_wait_ms / 1000)
         try:
-            outcome = await _attempt(res, claimed)
+            outcome = await _attempt(res, claimed, on_text=deltas.add)
         except asyncio.CancelledError:
             # Shutdown took the job away mid-call: hand the row back, the attempt unspent.
+            deltas.close()
             await write_outcome(res, conversation_id, attempt=claimed.attempt, outcome=HANDED_BACK)
             logger.warning("generation_handed_back", reason="worker_shutdown")
             raise
+        # Every piece is in the stream before the row says how the attempt ended.
+        await deltas.finish()
         if not await write_outcome(res, conversation_id, attempt=claimed.attempt, outcome=outcome):
             logger.warning("result_discarded", reason="lease_lost_or_cancelled")
             return JobResult.LEASE_LOST
+        if outcome.status.is_terminal:
+            await deltas.end()
         _record(res, claimed, outcome)
         if outcome.retry_in_seconds is not None:
             raise Retry(defer=outcome.retry_in_seconds)
@@ -152,14 +167,15 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
 HANDED_BACK = Outcome.handed_back()
 
 
-async def _attempt(res: WorkerResources, claimed: _Claimed) -> Outcome:
-    """Ask the model, and say how the attempt ends; never raises but for cancellation."""
+async def _attempt(res: WorkerResources, claimed: _Claimed, *, on_text: TextSink) -> Outcome:
+    """Ask the model, its text streamed to `on_text`, and say how the attempt ends; never
+    raises but for cancellation."""
     settings, attempt = res.settings, claimed.attempt
     if attempt > settings.WORKER_MAX_ATTEMPTS:
         return Outcome.failed("max_attempts_exceeded", f"gave up after {attempt - 1} attempts")
     logger.info("generation_started", queue_wait_ms=claimed.conversation.queue_wait_ms)
     try:
-        result = await _generate(res, claimed)
+        result = await _generate(res, claimed, on_text)
     except _PermanentError as exc:
         return Outcome.failed(exc.code, exc.message)
     except LLMError as exc:
