@@ -18,7 +18,14 @@ from api.middleware.request_id import RequestIdMiddleware
 from api.middleware.request_limits import RequestLimitsMiddleware
 from api.middleware.security_headers import SecurityHeadersMiddleware
 from api.openapi import install_openapi
-from api.routes import conversations, health, metrics, model_versions, users
+from api.routes import (
+    conversation_events,
+    conversations,
+    health,
+    metrics,
+    model_versions,
+    users,
+)
 from shared.db import create_engine, create_session_factory
 from shared.llm.registry import served_providers
 from shared.logs import configure_logging
@@ -88,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = create_metrics()
     register_error_handlers(app)
-    for module in (health, users, model_versions, conversations):
+    for module in (health, users, model_versions, conversations, conversation_events):
         app.include_router(module.router)
     if settings.metrics_access != Exposure.OFF:
         admin_only = settings.metrics_access == Exposure.ADMIN
