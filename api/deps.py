@@ -8,7 +8,7 @@ thread, a hand-off that costs more than the whole lookup.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated
 
 from arq.connections import ArqRedis
@@ -21,7 +21,7 @@ from shared.schemas.common import MAX_OFFSET, Page
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from api.limits import SubmissionLimiter
+    from api.submission import Submissions
 
 
 async def get_settings(request: Request) -> Settings:
@@ -64,15 +64,9 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-async def get_providers(request: Request) -> Collection[str]:
-    """The providers this deployment's workers can generate with."""
-    providers: Collection[str] = request.app.state.supported_providers
-    return providers
-
-
-async def get_submission_limiter(request: Request) -> SubmissionLimiter:
-    limiter: SubmissionLimiter = request.app.state.submission_limiter
-    return limiter
+async def get_submissions(request: Request) -> Submissions:
+    submissions: Submissions = request.app.state.submissions
+    return submissions
 
 
 async def get_page(
@@ -94,5 +88,4 @@ SessionFactoryDep = Annotated[SessionFactory, Depends(get_session_factory)]
 QueueDep = Annotated[ArqRedis, Depends(get_queue)]
 PageDep = Annotated[Page, Depends(get_page)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-ProvidersDep = Annotated[Collection[str], Depends(get_providers)]
-LimiterDep = Annotated["SubmissionLimiter", Depends(get_submission_limiter)]
+SubmissionsDep = Annotated["Submissions", Depends(get_submissions)]

@@ -26,6 +26,7 @@ from api.routes import (
     model_versions,
     users,
 )
+from api.submission import Submissions
 from shared.db import create_engine, create_session_factory
 from shared.llm.registry import served_providers
 from shared.logs import configure_logging
@@ -65,8 +66,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         app.state.queue = queue
-        app.state.submission_limiter = SubmissionLimiter(settings, queue)
-        app.state.supported_providers = served_providers(settings)
+        app.state.submissions = Submissions(
+            settings=settings,
+            engine=engine,
+            queue=queue,
+            limiter=SubmissionLimiter(settings, queue),
+            metrics=app.state.metrics,
+            providers=served_providers(settings),
+        )
         if settings.ADMIN_API_KEY is None:
             logger.warning("admin_key_missing", hint="set ADMIN_API_KEY to manage users and keys")
         logger.info("api_started", environment=settings.ENVIRONMENT.value)

@@ -1,20 +1,81 @@
-"""Hand a committed conversation to the queue, without ever losing it."""
+"""The submission path: check, store (committed), hand to the queue, answer.
+
+`POST /conversations` is most of the API's write traffic; everything it does after parsing the
+body is here, in the order it happens, with what it needs built once per process.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
 
 from arq.connections import ArqRedis
 from loguru import logger
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.limits import SubmissionLimiter, check_submission_sizes
 from shared.job_contract import GENERATE_CONVERSATION, generation_job_id
+from shared.metrics import Metrics
 from shared.queue import enqueue_generation
-from shared.telemetry import inject_trace_context
+from shared.schemas.conversations import ConversationCreate, ConversationRead
+from shared.services import conversations as service
+from shared.settings import Settings
+from shared.telemetry import current_trace_id, inject_trace_context
 
 _tracer = trace.get_tracer("ai_eng_api.api")
+
+
+@dataclass(frozen=True, slots=True)
+class Submissions:
+    """What a submission needs, built once in the lifespan."""
+
+    settings: Settings
+    engine: AsyncEngine
+    queue: ArqRedis
+    limiter: SubmissionLimiter
+    metrics: Metrics
+    providers: Collection[str]  # the providers this deployment's workers generate with
+
+    async def submit(
+        self, data: ConversationCreate, *, owner: uuid.UUID, limited: bool
+    ) -> ConversationRead:
+        """Store the conversation for `owner` and, unless it came with its answer, queue it.
+
+        `limited`: a user's own submission, held to the per-user rate and cap (the admin's
+        is not). The job is sent only once the row is committed, so a worker that picks it up
+        at once finds the row; a job Redis cannot take is sent by the sweeper later.
+        """
+        check_submission_sizes(data, self.settings)
+        generate = data.response is None
+        if generate and limited:
+            await self.limiter.check_rate(owner)
+        if generate:
+            await self.limiter.check_queue_depth()
+        row = await service.create_conversation(
+            self.engine,
+            data=data,
+            user_id=owner,
+            supported_providers=self.providers,
+            trace_id=current_trace_id(),
+            max_active=self.settings.MAX_ACTIVE_CONVERSATIONS_PER_USER if limited else None,
+        )
+        conversation = ConversationRead.model_validate(row)
+        if generate:
+            await publish(self.queue, conversation.id)
+        self.metrics.conversations_submitted_total.labels("queued" if generate else "stored").inc()
+        return conversation
+
+    def location(self, conversation_id: uuid.UUID) -> str:
+        """Where to poll. Never from the Host header: a forged host would turn the link into
+        someone else's."""
+        path = f"/conversations/{conversation_id}"
+        if self.settings.PUBLIC_BASE_URL is None:
+            return path
+        return str(self.settings.PUBLIC_BASE_URL).rstrip("/") + path
 
 
 async def publish(queue: ArqRedis, conversation_id: uuid.UUID) -> bool:

@@ -8,19 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
 from api.auth import Principal, PrincipalDep
-from api.deps import (
-    EngineDep,
-    LimiterDep,
-    MetricsDep,
-    PageDep,
-    ProvidersDep,
-    QueueDep,
-    SessionDep,
-    SettingsDep,
-)
+from api.deps import EngineDep, PageDep, SessionDep, SubmissionsDep
 from api.errors import error_responses
-from api.limits import check_submission_sizes
-from api.submission import publish
 from shared.errors import ForbiddenError
 from shared.models import ConversationStatus
 from shared.schemas.conversations import (
@@ -30,8 +19,6 @@ from shared.schemas.conversations import (
     ConversationUpdate,
 )
 from shared.services import conversations as service
-from shared.settings import Settings
-from shared.telemetry import current_trace_id
 
 router = APIRouter(prefix="/conversations", tags=["conversations"], responses=error_responses(401))
 
@@ -55,14 +42,6 @@ def _owner_for(caller: Principal, data: ConversationCreate) -> uuid.UUID:
     return data.user_id
 
 
-def _location(settings: Settings, conversation_id: uuid.UUID) -> str:
-    # Never from the Host header: a forged host would turn the link into someone else's.
-    path = f"/conversations/{conversation_id}"
-    if settings.PUBLIC_BASE_URL is None:
-        return path
-    return str(settings.PUBLIC_BASE_URL).rstrip("/") + path
-
-
 def _json(
     body: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
@@ -81,14 +60,7 @@ def _json(
     },
 )
 async def create_conversation(
-    data: ConversationCreate,
-    engine: EngineDep,
-    queue: QueueDep,
-    caller: PrincipalDep,
-    settings: SettingsDep,
-    limiter: LimiterDep,
-    metrics: MetricsDep,
-    providers: ProvidersDep,
+    data: ConversationCreate, caller: PrincipalDep, submissions: SubmissionsDep
 ) -> Response:
     """Submit a prompt.
 
@@ -100,30 +72,13 @@ async def create_conversation(
     `MAX_ACTIVE_CONVERSATIONS_PER_USER` unfinished conversations (429 with `Retry-After`);
     a full queue answers 503 with `Retry-After`.
     """
-    check_submission_sizes(data, settings)
     owner = _owner_for(caller, data)
-    generate = data.response is None
-    if generate and not caller.is_admin:
-        await limiter.check_rate(owner)
-    if generate:
-        await limiter.check_queue_depth()
-    row = await service.create_conversation(
-        engine,
-        data=data,
-        user_id=owner,
-        supported_providers=providers,
-        trace_id=current_trace_id(),
-        max_active=None if caller.is_admin else settings.MAX_ACTIVE_CONVERSATIONS_PER_USER,
-    )
-    conversation = ConversationRead.model_validate(row)
-    # Committed: a worker that picks the job up now finds the row.
-    if generate:
-        await publish(queue, conversation.id)
-    metrics.conversations_submitted_total.labels("queued" if generate else "stored").inc()
+    conversation = await submissions.submit(data, owner=owner, limited=not caller.is_admin)
+    queued = conversation.status == ConversationStatus.PENDING
     return _json(
         conversation,
-        status.HTTP_202_ACCEPTED if generate else status.HTTP_201_CREATED,
-        headers={"Location": _location(settings, conversation.id)},
+        status.HTTP_202_ACCEPTED if queued else status.HTTP_201_CREATED,
+        headers={"Location": submissions.location(conversation.id)},
     )
 
 
