@@ -25,6 +25,9 @@ from shared.schemas.conversations import ConversationCreate
 from shared.settings import Settings, parse_rate_limit
 
 QUEUE_FULL_RETRY_AFTER_SECONDS = 30
+# How stale the queue depth may be while it is far from QUEUE_MAX_DEPTH, and how far is far.
+DEPTH_SAMPLE_SECONDS = 1.0
+DEPTH_EXACT_MARGIN = 1000
 
 
 class SubmissionLimiter:
@@ -35,6 +38,8 @@ class SubmissionLimiter:
         self._max_depth = settings.QUEUE_MAX_DEPTH
         self._queue = queue
         self._queue_name = settings.QUEUE_NAME
+        self._depth: int | None = None
+        self._depth_read_at = 0.0
         # Shares the queue's connection pool; keys live beside the queue's, under its name.
         storage = RedisStorage(
             "async+redis://",
@@ -64,15 +69,27 @@ class SubmissionLimiter:
         )
 
     async def check_queue_depth(self) -> None:
-        """503 with Retry-After while the queue holds `QUEUE_MAX_DEPTH` jobs or more."""
+        """503 with Retry-After while the queue holds `QUEUE_MAX_DEPTH` jobs or more.
+
+        The depth is read from Redis at most once a second while it is far below the limit
+        (submissions are most of the traffic; a read each would be a round trip each), and on
+        every submission once it is within `DEPTH_EXACT_MARGIN` of the limit, where the answer
+        must be exact. Far below, a second's submissions from every replica is the slack.
+        """
         if not self._max_depth:
             return
-        try:
-            depth = int(await self._queue.zcard(self._queue_name))
-        except (RedisError, OSError) as exc:
-            logger.warning("queue_depth_unavailable", error=type(exc).__name__)
-            return
-        if depth >= self._max_depth:
+        now = time.monotonic()
+        depth = self._depth
+        near = depth is None or depth >= self._max_depth - DEPTH_EXACT_MARGIN
+        if near or now - self._depth_read_at >= DEPTH_SAMPLE_SECONDS:
+            try:
+                depth = self._depth = int(await self._queue.zcard(self._queue_name))
+            except (RedisError, OSError) as exc:
+                logger.warning("queue_depth_unavailable", error=type(exc).__name__)
+                self._depth = None
+                return
+            self._depth_read_at = now
+        if depth is not None and depth >= self._max_depth:
             raise ServiceUnavailableError(
                 "The queue is full; retry later",
                 details={"queue_depth": depth, "max_depth": self._max_depth},

@@ -11,6 +11,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from api import limits
+from api.limits import SubmissionLimiter
+from shared.queue import create_queue_pool
 from shared.settings import Settings
 from tests.api.conftest import (
     assert_error,
@@ -155,3 +158,40 @@ async def test_max_tokens_above_the_global_limit_is_refused_and_documented(
     assert body["details"][0]["loc"] == ["body", "max_tokens"]
     prop = schema["components"]["schemas"]["ConversationCreate"]["properties"]["max_tokens"]
     assert 256 in [p.get("maximum") for p in prop["anyOf"]]
+
+
+async def test_the_queue_depth_is_sampled_far_from_the_limit_and_read_each_time_near_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Far below QUEUE_MAX_DEPTH a submission costs no Redis read of the depth but once a
+    second; within DEPTH_EXACT_MARGIN of it, every submission reads it."""
+    queue = create_queue_pool(settings)
+    clock = [1000.0]
+    monkeypatch.setattr(limits.time, "monotonic", lambda: clock[0])
+    reads = 0
+    zcard = queue.zcard
+
+    async def counted(name: str) -> Any:
+        nonlocal reads
+        reads += 1
+        return await zcard(name)
+
+    monkeypatch.setattr(queue, "zcard", counted)
+    limit = limits.DEPTH_EXACT_MARGIN + 50
+    limiter = SubmissionLimiter(settings.model_copy(update={"QUEUE_MAX_DEPTH": limit}), queue)
+    try:
+        for _ in range(5):
+            await limiter.check_queue_depth()
+        assert reads == 1
+        clock[0] += limits.DEPTH_SAMPLE_SECONDS
+        await limiter.check_queue_depth()
+        assert reads == 2
+        # 60 queued jobs: within the margin of the limit, so each check reads again.
+        await queue.zadd(settings.QUEUE_NAME, {f"job-{n}": n for n in range(60)})
+        clock[0] += limits.DEPTH_SAMPLE_SECONDS
+        for _ in range(3):
+            await limiter.check_queue_depth()
+        assert reads == 5
+    finally:
+        await queue.delete(settings.QUEUE_NAME)
+        await queue.aclose()
