@@ -61,9 +61,11 @@ OPERATION_HEADING = re.compile(r"^### `(" + "|".join(METHODS) + r") (/[^`]*)`", 
 WIDTH = 95
 
 # Small limits, so the story reaches them in a few requests; the intro names them.
+# (And a flush interval longer than any answer here, so the recorded events repeat.)
 RECORDING_SETTINGS: dict[str, Any] = {
     "SUBMIT_RATE_LIMIT": "5/minute",
     "MAX_ACTIVE_CONVERSATIONS_PER_USER": 3,
+    "EVENTS_FLUSH_INTERVAL_MS": 5000,
 }
 # Response headers that say nothing about the route (the conventions name the security
 # headers once); X-Request-ID is shown once.
@@ -549,6 +551,7 @@ async def tell_story(rec: Recorder, settings: Settings) -> None:
     r = await rec.record("conv_completed", "GET", answered, key="USER_KEY", expect=200)
     if r.json()["status"] != "completed":
         raise RuntimeError(f"routes_doc: the worker did not answer: {r.json()}")
+    await rec.record("conv_events", "GET", f"{answered}/events", key="USER_KEY", expect=200)
     await rec.record(
         "conv_list",
         "GET",
@@ -762,7 +765,7 @@ the code or the script, then regenerate. Only the LLM is the stand-in server fro
 stand-in's (with Ollama they come from the model). Ids, keys and timestamps differ on every run.
 
 The recording ran with the default settings except {overrides}, so the limits are reached in a
-few requests.
+few requests and a streamed answer is one delta.
 
 Conventions of every route:
 
@@ -1023,6 +1026,13 @@ def write_document(
     doc.example("conv_pending", "Until a worker takes it, a conversation is `pending`:")
     doc.text(COMPLETED_FIELDS)
     doc.example("conv_completed", "The same conversation, polled after the worker answered it:")
+    doc.operation("GET", "/conversations/{conversation_id}/events")
+    doc.example(
+        "conv_events",
+        "The same conversation's text as Server-Sent Events, asked for after the end: the "
+        "replay, then `done` with the conversation, and the stream closes. Connected earlier, "
+        "the deltas arrive as they are generated ([streaming.md](streaming.md)).",
+    )
     doc.operation("GET", "/conversations")
     doc.example(
         "conv_list",

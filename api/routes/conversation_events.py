@@ -40,6 +40,8 @@ router = APIRouter(prefix="/conversations", tags=["conversations"], responses=er
 MAX_BLOCK_SECONDS = 4.0
 # Entries read per call, replaying or following.
 READ_COUNT = 500
+# Lines end in LF, as most servers send them (the specification allows CRLF, LF or CR).
+SEPARATOR = "\n"
 # After Redis failed a read, wait this long before the next one (the row is checked meanwhile).
 REDIS_RETRY_SECONDS = 1.0
 
@@ -90,16 +92,21 @@ async def conversation_events(
         check_every=settings.EVENTS_KEEPALIVE_SECONDS,
         after=last_event_id or 0,
     )
-    return EventSourceResponse(follower.events(row), ping=settings.EVENTS_KEEPALIVE_SECONDS)
+    return EventSourceResponse(
+        follower.events(row), ping=settings.EVENTS_KEEPALIVE_SECONDS, sep=SEPARATOR
+    )
 
 
 def _is_terminal(row: Row) -> bool:
     return ConversationStatus(row["status"]).is_terminal
 
 
+def _event(event: str, data: str, event_id: str | None = None) -> ServerSentEvent:
+    return ServerSentEvent(data=data, event=event, id=event_id, sep=SEPARATOR)
+
+
 def _done(row: Row) -> ServerSentEvent:
-    conversation = ConversationRead.model_validate(row).model_dump_json()
-    return ServerSentEvent(data=conversation, event="done")
+    return _event("done", ConversationRead.model_validate(row).model_dump_json())
 
 
 def _json(payload: dict[str, object]) -> str:
@@ -148,7 +155,7 @@ class _Follower:
             for entry in entries:
                 self._position = entry.entry_id
                 ended = ended or entry.kind is EntryKind.END
-                event = self._event(entry)
+                event = self._to_event(entry)
                 if event is not None:
                     yield event
             if finished and len(entries) < READ_COUNT:
@@ -159,12 +166,12 @@ class _Follower:
                 checked = time.monotonic()
         # Deleted meanwhile: there is no conversation to end with.
 
-    def _event(self, entry: StreamEntry) -> ServerSentEvent | None:
+    def _to_event(self, entry: StreamEntry) -> ServerSentEvent | None:
         if entry.kind is EntryKind.RESET:
             # The text starts over here: whatever was missing before no longer matters.
             self._gap = False
             self._last_seq = entry.seq
-            return ServerSentEvent(data=_json({"attempt": entry.attempt}), event="reset")
+            return _event("reset", _json({"attempt": entry.attempt}))
         if entry.kind is not EntryKind.DELTA or self._gap or entry.seq <= self._last_seq:
             return None
         if entry.seq != self._last_seq + 1:
@@ -174,9 +181,7 @@ class _Follower:
             self._gap = True
             return None
         self._last_seq = entry.seq
-        return ServerSentEvent(
-            data=_json({"seq": entry.seq, "text": entry.text}), event="delta", id=str(entry.seq)
-        )
+        return _event("delta", _json({"seq": entry.seq, "text": entry.text}), str(entry.seq))
 
     async def _read(self, wait: float) -> list[StreamEntry]:
         """The entries after the position: at once, or blocking up to `wait` for some."""

@@ -25,7 +25,7 @@ VOLATILE = [
     (
         re.compile(
             r'"(latency_ms|queue_wait_ms|oldest_pending_age_seconds|input_tokens|output_tokens'
-            r'|total_tokens)": [-+.\deE]+'
+            r'|total_tokens)": ?[-+.\deE]+'
         ),
         r'"\1": <n>',
     ),
