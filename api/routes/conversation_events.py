@@ -77,8 +77,8 @@ async def conversation_events(
     caller: PrincipalDep,
     settings: SettingsDep,
     last_event_id: Annotated[
-        int | None, Header(ge=0, description="Resume after this delta (its `id`)")
-    ] = None,
+        int, Header(ge=0, description="Resume after this delta (its `id`); 0: from the start")
+    ] = 0,
 ) -> EventSourceResponse:
     owner = caller.owner_scope()
     # Read before the stream starts, so another's or a missing conversation is a plain 404.
@@ -90,7 +90,7 @@ async def conversation_events(
         conversation_id=conversation_id,
         owner_id=owner,
         check_every=settings.EVENTS_KEEPALIVE_SECONDS,
-        after=last_event_id or 0,
+        after=last_event_id,
     )
     return EventSourceResponse(
         follower.events(row), ping=settings.EVENTS_KEEPALIVE_SECONDS, sep=SEPARATOR
