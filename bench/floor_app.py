@@ -65,8 +65,8 @@ def create_app() -> Starlette:
     redis_url = os.environ.get("FLOOR_REDIS_URL") or os.environ["REDIS_URL"]
     list_key = os.environ.get("FLOOR_LIST_KEY", "bench:floor")
     # The API's pool: DB_POOL_SIZE connections kept, DB_MAX_OVERFLOW more under load.
-    size = int(os.environ.get("DB_POOL_SIZE", "10"))
-    overflow = int(os.environ.get("DB_MAX_OVERFLOW", "10"))
+    size = int(os.environ.get("DB_POOL_SIZE", "20"))
+    overflow = int(os.environ.get("DB_MAX_OVERFLOW", "0"))
     state: dict[str, Any] = {}
 
     @asynccontextmanager

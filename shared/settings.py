@@ -93,8 +93,8 @@ class Settings(BaseSettings):
     POSTGRES_DB: str = "ai_eng_api"
     POSTGRES_PORT: Annotated[int, Field(ge=1, le=65535)] = 5432
     DATABASE_URL: str | None = None
-    DB_POOL_SIZE: PositiveInt = 10
-    DB_MAX_OVERFLOW: Annotated[int, Field(ge=0)] = 10
+    DB_POOL_SIZE: PositiveInt = 20
+    DB_MAX_OVERFLOW: Annotated[int, Field(ge=0)] = 0
     DB_POOL_TIMEOUT_SECONDS: PositiveFloat = 5.0
     DB_STATEMENT_TIMEOUT_MS: Annotated[int, Field(ge=0)] = 30_000
 
