@@ -95,3 +95,17 @@ def test_a_throughput_counts_completed_conversations_only() -> None:
     )
     assert t.rate == 50
     assert t.cpu_ms_per_job == 10
+
+
+def test_a_run_keeps_the_streaming_section_written_by_hand(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(
+        "# Benchmarks\n\n## Run\n\n- old\n\n"
+        f"{report.STREAMING}\n\nfrom python -m bench.streaming\n\n"
+        f"{report.READING}\n\n- by hand\n"
+    )
+
+    assert report.kept_section(doc, report.STREAMING) == [
+        f"{report.STREAMING}\n\nfrom python -m bench.streaming"
+    ]
+    assert report.kept_section(tmp_path / "missing.md", report.STREAMING) == []
