@@ -1,4 +1,5 @@
-"""Publishing an attempt's text as the model streams it, off the generation's path.
+"""Publishing an attempt's text as the model streams it, off the generation's path, and the
+announcement that a conversation ended.
 
 The model's pieces go into a buffer (`add`, never waits); a background task sends what has
 gathered every `EVENTS_FLUSH_INTERVAL_MS`, one script call per batch (`shared.stream_events`).
@@ -17,6 +18,7 @@ from contextlib import contextmanager, suppress
 from loguru import logger
 from redis.exceptions import RedisError
 
+from shared.completion import announce_finished
 from shared.stream_events import REFUSED, EventStreamWriter
 from worker.context import WorkerResources
 
@@ -25,6 +27,16 @@ from worker.context import WorkerResources
 FINAL_WRITE_SECONDS = 0.5
 # Text waiting for a slow Redis beyond this is not kept: the publishing stops instead.
 MAX_BUFFERED_CHARS = 256 * 1024
+
+
+async def announce_end(res: WorkerResources, conversation_id: uuid.UUID) -> None:
+    """Tell every API replica that the conversation ended, after its outcome is written:
+    long-polls wake at once. Best effort, like the deltas: a lost word only lets them time out."""
+    try:
+        async with asyncio.timeout(FINAL_WRITE_SECONDS):
+            await announce_finished(res.events_redis, res.settings.QUEUE_NAME, conversation_id)
+    except (RedisError, OSError, TimeoutError) as exc:
+        logger.warning("finished_not_announced", error=type(exc).__name__)
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from shared.models import Conversation, ConversationStatus, ModelVersion
 from shared.repositories.conversations import ConversationRepository
 from worker.backoff import retry_delay
 from worker.context import WorkerResources
-from worker.delta_publisher import publishing
+from worker.delta_publisher import announce_end, publishing
 from worker.observability import llm_span, record_llm_error, record_llm_result
 from worker.persistence import write_outcome
 
@@ -158,6 +158,7 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
             return JobResult.LEASE_LOST
         if outcome.status.is_terminal:
             await deltas.end()
+            await announce_end(res, conversation_id)
         _record(res, claimed, outcome)
         if outcome.retry_in_seconds is not None:
             raise Retry(defer=outcome.retry_in_seconds)

@@ -26,6 +26,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.auth import PrincipalDep
 from api.deps import EngineDep, QueueDep, SettingsDep
 from api.errors import error_responses
+from api.long_poll import listening
 from shared.db import is_db_unavailable
 from shared.errors import NotFoundError
 from shared.models import ConversationStatus
@@ -34,7 +35,14 @@ from shared.schemas.conversations import ConversationRead
 from shared.services import conversations as service
 from shared.stream_events import EntryKind, StreamEntry, after_seq, events_key
 
-router = APIRouter(prefix="/conversations", tags=["conversations"], responses=error_responses(401))
+# The router's lifespan, merged into the app's when it is included, runs the process's one
+# subscription to ended conversations (the long-polls of `GET /conversations/{id}?wait=N`).
+router = APIRouter(
+    prefix="/conversations",
+    tags=["conversations"],
+    responses=error_responses(401),
+    lifespan=listening,
+)
 
 # A blocking read returns within this, below the queue pool's socket timeout (5 s).
 MAX_BLOCK_SECONDS = 4.0
