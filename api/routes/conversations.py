@@ -3,10 +3,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
+from api import long_poll
 from api.auth import Principal, PrincipalDep
 from api.deps import EngineDep, PageDep, SessionDep, SubmissionsDep
 from api.errors import error_responses
@@ -116,9 +117,25 @@ async def list_conversations(
     responses=error_responses(404, 422, 503),
 )
 async def get_conversation(
-    conversation_id: uuid.UUID, engine: EngineDep, caller: PrincipalDep
+    conversation_id: uuid.UUID,
+    engine: EngineDep,
+    caller: PrincipalDep,
+    request: Request,
+    wait: Annotated[int, Query(ge=0, le=60, description=long_poll.WAIT_DOC)] = 0,
 ) -> Response:
-    """Poll one conversation: status, response, error, attempts, tokens and timings."""
+    """Poll one conversation: status, response, error, attempts, tokens and timings.
+
+    With `wait=N` (1-60) the answer comes as soon as the conversation has ended, or after N
+    seconds with its state then (a long-poll)."""
+    if wait:
+        row = await long_poll.read_when_finished(
+            engine,
+            long_poll.get_finished_listener(request),
+            conversation_id=conversation_id,
+            owner_id=caller.owner_scope(),
+            wait_seconds=wait,
+        )
+        return _json(ConversationRead.model_validate(row))
     row = await service.read_conversation(
         engine, conversation_id=conversation_id, owner_id=caller.owner_scope()
     )
