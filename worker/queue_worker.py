@@ -7,6 +7,11 @@ finished job frees its slot with a wake-up too; the poll stays, as the fallback 
 jobs and for wake-ups lost while Redis was away. An idle worker sends a handful of commands
 per second, as before.
 
+Jobs start in one round trip per batch: a script takes every due job of the batch that no one
+is running (arq's own in-progress key, set as arq sets it), where arq spends four sequential
+round trips per job (WATCH, EXISTS, ZSCORE, MULTI/EXEC). Under load each of those waits for the
+event loop to come round again, so a full worker's slots refilled at tens of jobs a second.
+
 Each worker also keeps its heartbeat in one sorted set per queue (member `host:pid`, score
 the time it expires), so counting live workers is one `ZCOUNT` however large the keyspace.
 """
@@ -20,14 +25,36 @@ import time
 from contextlib import suppress
 from typing import Any
 
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Worker
 from loguru import logger
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from shared.queue import heartbeat_registry, wake_channel
 
 _RESUBSCRIBE_MAX_SECONDS = 5.0
 _LISTEN_SECONDS = 1.0
+
+# KEYS[1] the queue; ARGV: now (ms), the in-progress key's lifetime (ms), its prefix, job ids.
+# Returns the started ids, each followed by its score, in the order given.
+_START = """
+local started = {}
+local now = tonumber(ARGV[1])
+for i = 4, #ARGV do
+  local job_id = ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], job_id)
+  local in_progress = ARGV[3] .. job_id
+  if score and tonumber(score) <= now and redis.call('EXISTS', in_progress) == 0 then
+    redis.call('PSETEX', in_progress, ARGV[2], '1')
+    started[#started + 1] = job_id
+    started[#started + 1] = score
+  end
+end
+return started
+"""
+_START_SCRIPT = AsyncScript(None, _START.encode())  # type: ignore[arg-type]  # bytes: no client needed
 
 
 class QueueWorker(Worker):
@@ -89,6 +116,30 @@ class QueueWorker(Worker):
             self._wake.set()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RESUBSCRIBE_MAX_SECONDS)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Start as many of `job_ids` as there are free slots, in one round trip; a job that
+        is running elsewhere, deferred, or gone is skipped, as arq skips it."""
+        free = self.max_jobs - self.job_counter
+        candidates = [i.decode() for i in job_ids if i.decode() not in self.tasks][: max(free, 0)]
+        if not candidates:
+            return
+        reply = await _START_SCRIPT(
+            keys=[self.queue_name],
+            args=[
+                timestamp_ms(),
+                int(self.in_progress_timeout_s * 1000),
+                in_progress_key_prefix,
+                *candidates,
+            ],
+            client=self.pool,
+        )
+        for job_id, score in zip(reply[::2], reply[1::2], strict=True):
+            await self.sem.acquire()  # free: at most `free` jobs were started
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id.decode(), int(float(score))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id.decode()] = task
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         # A full worker skips the queue; once a slot is free, look at once, not at the poll.
