@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, Protocol, cast
 
@@ -198,30 +198,13 @@ def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-AfterCommit = Callable[[], Awaitable[None]]
-_AFTER_COMMIT = "after_commit"
-
-
-def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
-    """Run `callback` once the unit of work that owns `session` has committed.
-
-    Never runs when it rolls back: work that others must only see once the rows exist (a job
-    naming a row) is handed over here, so no reader can arrive before the commit.
-    """
-    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
-
-
 @asynccontextmanager
 async def unit_of_work(session_factory: SessionFactory) -> AsyncIterator[AsyncSession]:
-    """One transaction: commits when the block succeeds, rolls back when it raises; then runs
-    what `after_commit` registered, in order."""
+    """One transaction: commits when the block succeeds, rolls back when it raises."""
     async with session_factory() as session:
         try:
             yield session
         except BaseException:
-            session.info.pop(_AFTER_COMMIT, None)
             await session.rollback()
             raise
         await session.commit()
-        for callback in session.info.pop(_AFTER_COMMIT, []):
-            await callback()

@@ -38,18 +38,15 @@ class RecordRepository(Generic[RecordT]):
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(
-        self, record_id: uuid.UUID, *, for_update: bool = False, for_share: bool = False
-    ) -> RecordT | None:
-        """The active row; `for_share` keeps it from being changed or soft-deleted until the
-        transaction ends, `for_update` also from being locked by anyone else."""
+    async def get(self, record_id: uuid.UUID, *, for_update: bool = False) -> RecordT | None:
+        """The active row; `for_update` locks it until the transaction ends."""
         stmt = (
             select(self.model)
             .where(self.model.id == record_id, self.model.is_active)
             .execution_options(populate_existing=True)
         )
-        if for_update or for_share:
-            stmt = stmt.with_for_update(read=not for_update)
+        if for_update:
+            stmt = stmt.with_for_update()
         result: RecordT | None = (await self.session.execute(stmt)).scalar_one_or_none()
         return result
 

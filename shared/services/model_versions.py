@@ -44,10 +44,8 @@ async def create_model_version(session: AsyncSession, *, data: ModelVersionCreat
     return await repo.add(ModelVersion(**data.model_dump()), violations=violations)
 
 
-async def get_model_version(
-    session: AsyncSession, *, model_version_id: uuid.UUID, for_share: bool = False
-) -> ModelVersion:
-    model_version = await ModelVersionRepository(session).get(model_version_id, for_share=for_share)
+async def get_model_version(session: AsyncSession, *, model_version_id: uuid.UUID) -> ModelVersion:
+    model_version = await ModelVersionRepository(session).get(model_version_id)
     if model_version is None:
         raise NotFoundError(MODEL_VERSION_NOT_FOUND)
     return model_version

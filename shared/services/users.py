@@ -27,14 +27,8 @@ async def create_user(session: AsyncSession, *, data: UserCreate) -> User:
     return await repo.add(User(email=data.email), violations={EMAIL_UNIQUE_INDEX: conflict})
 
 
-async def get_user(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    for_update: bool = False,
-    for_share: bool = False,
-) -> User:
-    user = await UserRepository(session).get(user_id, for_update=for_update, for_share=for_share)
+async def get_user(session: AsyncSession, *, user_id: uuid.UUID, for_update: bool = False) -> User:
+    user = await UserRepository(session).get(user_id, for_update=for_update)
     if user is None:
         raise NotFoundError(USER_NOT_FOUND)
     return user

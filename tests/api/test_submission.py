@@ -12,12 +12,10 @@ import httpx
 import pytest
 import redis.asyncio as redis
 from arq.connections import ArqRedis
-from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
 from api import submission
 from api.main import create_app
-from shared.db import after_commit, unit_of_work
 from shared.job_contract import generation_job_id
 from shared.queue import enqueue_generation
 from shared.settings import Settings
@@ -101,23 +99,3 @@ async def test_the_job_is_sent_only_when_the_row_is_visible_to_others(
     response = await client.post("/conversations", json=_payload(user, model_version))
     assert response.status_code == 202, response.text
     assert seen == [(response.json()["id"], True)]
-
-
-async def test_after_commit_work_runs_only_after_a_commit(app: FastAPI) -> None:
-    """A unit of work that rolls back runs none of its after-commit work."""
-    sent: list[str] = []
-
-    async def record() -> None:
-        sent.append("sent")
-
-    async def failing_request() -> None:
-        async with unit_of_work(app.state.session_factory) as session:
-            after_commit(session, record)
-            raise RuntimeError("the request failed before its commit")
-
-    with pytest.raises(RuntimeError):
-        await failing_request()
-    assert sent == []
-    async with unit_of_work(app.state.session_factory) as session:
-        after_commit(session, record)
-    assert sent == ["sent"]
