@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, Protocol, cast
@@ -36,7 +37,10 @@ def create_engine(settings: Settings, *, process_name: str) -> AsyncEngine:
     and the values of a failed statement are prompts, answers and emails.
     """
     server_settings = {"application_name": f"{settings.SERVICE_NAME}-{process_name}"}
-    if settings.DB_STATEMENT_TIMEOUT_MS:
+    connect_args: dict[str, Any] = {"server_settings": server_settings, "timeout": 5}
+    if settings.DB_TRANSACTION_POOLER:
+        connect_args.update(_TRANSACTION_POOLER_ARGS)
+    elif settings.DB_STATEMENT_TIMEOUT_MS:
         server_settings["statement_timeout"] = str(settings.DB_STATEMENT_TIMEOUT_MS)
     engine = create_async_engine(
         settings.database_url,
@@ -46,7 +50,7 @@ def create_engine(settings: Settings, *, process_name: str) -> AsyncEngine:
         # No ping on every checkout (two round trips each time): see `_ping_when_idle`.
         pool_pre_ping=False,
         pool_recycle=1800,
-        connect_args={"server_settings": server_settings, "timeout": 5},
+        connect_args=connect_args,
         # Otherwise every error message lists the statement's parameters.
         hide_parameters=not settings.LOG_PROMPTS,
     )
@@ -54,6 +58,21 @@ def create_engine(settings: Settings, *, process_name: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "handle_error", _redact_row_values(settings))
     _ping_when_idle(engine)
     return engine
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
+
+
+# Behind a transaction pooler the server connection under a client connection changes between
+# transactions: a statement prepared under a name on one is unknown (or another's) on the next.
+# The driver's cache is off (its statements are unnamed) and SQLAlchemy's, which must prepare,
+# names each statement uniquely and never reuses it.
+_TRANSACTION_POOLER_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": _unique_statement_name,
+}
 
 
 # A connection back in the pool this recently was just working; one idle longer is pinged.

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     DB_MAX_OVERFLOW: Annotated[int, Field(ge=0)] = 0
     DB_POOL_TIMEOUT_SECONDS: PositiveFloat = 5.0
     DB_STATEMENT_TIMEOUT_MS: Annotated[int, Field(ge=0)] = 30_000
+    # A PgBouncer-style pooler in transaction mode between the service and PostgreSQL.
+    DB_TRANSACTION_POOLER: bool = False
 
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
     QUEUE_NAME: str = "ai-eng-api:queue"
