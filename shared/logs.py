@@ -10,6 +10,8 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
+import socket
 import sys
 import traceback
 from collections.abc import Iterator, Mapping
@@ -76,6 +78,12 @@ def bind_context(**ids: object) -> Iterator[None]:
 def log_context() -> dict[str, str]:
     """The ids bound by the enclosing `bind_context` blocks."""
     return dict(_context.get())
+
+
+def instance_id() -> str:
+    """This replica: `<host>:<pid>` (on Kubernetes the host name is the pod's). Logs, traces
+    and the worker heartbeat all name a process by it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def redact_prompt(text: str, settings: Settings) -> str:
@@ -203,6 +211,7 @@ def configure_logging(
             "service": settings.SERVICE_NAME,
             "process": process_name,
             "environment": settings.ENVIRONMENT.value,
+            "instance": instance_id(),
         }
         logger.add(
             _JsonSink(out, static),

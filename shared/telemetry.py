@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import Attributes
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.logs import instance_id
 from shared.settings import Settings
 
 # W3C trace context only: the carrier rides in arq job kwargs and must stay small and stable.
@@ -186,6 +188,10 @@ def setup_telemetry(
             "service.name": f"{settings.SERVICE_NAME}-{process_name}",
             "service.namespace": settings.SERVICE_NAME,
             "deployment.environment": settings.ENVIRONMENT.value,
+            # Which replica: traces of several API or worker processes told apart.
+            "service.instance.id": instance_id(),
+            "host.name": socket.gethostname(),
+            "process.pid": os.getpid(),
         }
     )
     provider = TracerProvider(resource=resource, sampler=DropRootRedisSampler())

@@ -19,8 +19,6 @@ the time it expires), so counting live workers is one `ZCOUNT` however large the
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
 from contextlib import suppress
 from typing import Any
@@ -32,6 +30,7 @@ from loguru import logger
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from shared.logs import instance_id
 from shared.queue import heartbeat_registry, wake_channel
 
 _RESUBSCRIBE_MAX_SECONDS = 5.0
@@ -62,7 +61,7 @@ class QueueWorker(Worker):
         super().__init__(*args, **kwargs)
         self._wake = asyncio.Event()
         self._heartbeat_ttl = heartbeat_ttl_seconds
-        self._member = f"{socket.gethostname()}:{os.getpid()}"
+        self._member = instance_id()
         self._last_heartbeat = 0.0
 
     async def main(self) -> None:

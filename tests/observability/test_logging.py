@@ -6,7 +6,9 @@ import asyncio
 import io
 import json
 import logging
+import os
 import re
+import socket
 from datetime import datetime
 
 from loguru import logger
@@ -24,6 +26,7 @@ JSON_KEYS = {
     "service",
     "process",
     "environment",
+    "instance",
     "request_id",
     "trace_id",
     "span_id",
@@ -49,6 +52,7 @@ def test_json_line_has_the_documented_keys_and_values() -> None:
         "worker",
         "HML",
     )
+    assert stored["instance"] == f"{socket.gethostname()}:{os.getpid()}"
     assert stored["request_id"] is None
     assert stored["trace_id"] is None
     assert stored["job_id"] is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +55,11 @@ def test_resource_names_the_process(telemetry: Telemetry, exporter: InMemorySpan
     (span,) = exporter.get_finished_spans()
     assert span.resource.attributes["service.name"] == "ai-eng-api-worker"
     assert span.resource.attributes["deployment.environment"] == "DEV"
+    # One replica among several: its host and process.
+    assert (
+        span.resource.attributes["service.instance.id"] == f"{socket.gethostname()}:{os.getpid()}"
+    )
+    assert span.resource.attributes["host.name"] == socket.gethostname()
 
 
 def test_carrier_round_trip_makes_the_job_span_a_child_of_the_enqueuing_span(
