@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -13,6 +14,10 @@ from tests.support.processes import ROOT
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
+
+
+def _ms(delta: timedelta) -> float:
+    return delta.total_seconds() * 1000
 
 
 def test_a_submitted_conversation_is_answered(stack: Stack, fake_llm: FakeLLMServer) -> None:
@@ -31,8 +36,14 @@ def test_a_submitted_conversation_is_answered(stack: Stack, fake_llm: FakeLLMSer
     assert done["output_tokens"] == 4
     assert done["input_tokens"] > 0
     assert done["total_tokens"] == done["input_tokens"] + done["output_tokens"]
-    assert done["latency_ms"] > 0
-    assert done["queue_wait_ms"] >= 0
+    # The durations are the row's own timestamps: queued from creation to the first claim,
+    # the model call inside the time the attempt held the row.
+    created, started, completed = (
+        datetime.fromisoformat(done[key]) for key in ("created_at", "started_at", "completed_at")
+    )
+    assert created < started < completed
+    assert done["queue_wait_ms"] == pytest.approx(_ms(started - created), abs=0.001)
+    assert 0 < done["latency_ms"] <= _ms(completed - started)
     assert done["attempts"] == 1
     assert stack.client.get(location).json()["status"] == "completed"
     listed = stack.client.get("/conversations", params={"status": "completed", "user_id": user_id})

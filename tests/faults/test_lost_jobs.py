@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.fault_stack import MakeStack
-from tests.support.processes import free_port
+from tests.support.processes import Process, free_port, wait_until
 
 pytestmark = pytest.mark.fault
 
@@ -16,6 +14,16 @@ pytestmark = pytest.mark.fault
 def _answered_once(fake_llm: FakeLLMServer, prompts: list[str]) -> bool:
     stats = fake_llm.stats()
     return all(stats.calls_for(p) == 1 for p in prompts)
+
+
+def _lost_redis(worker: Process, count: int) -> list[float]:
+    """Wait until the worker has logged losing Redis `count` times; each time's restart delay."""
+    wait_until(
+        lambda: len(worker.events("worker_lost_redis")) >= count,
+        timeout=30,
+        what=f"the worker to lose Redis {count} times",
+    )
+    return [float(e.extra["restart_in"]) for e in worker.events("worker_lost_redis")]
 
 
 def test_jobs_lost_with_an_emptied_redis_are_requeued_by_the_sweeper(
@@ -41,7 +49,8 @@ def test_submissions_while_redis_is_down_are_accepted_and_answered_once_it_is_ba
     stack.redis.kill()
     prompts = [f"submitted without redis {i}" for i in range(5)]
     ids = [stack.submit(p) for p in prompts]
-    time.sleep(2)  # an outage, not a blip: the worker has to notice and wait it out
+    # An outage, not a blip: the worker noticed, and its first restart failed as well.
+    _lost_redis(stack.workers[0], 2)
     stack.redis.start()
     rows = stack.settle(ids, timeout=25)
     assert {r.status for r in rows.values()} == {"completed"}
@@ -49,6 +58,18 @@ def test_submissions_while_redis_is_down_are_accepted_and_answered_once_it_is_ba
     assert stack.workers[0].alive
     assert stack.api is not None
     assert stack.api.log().count("enqueue_failed") == 5
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="QueueWorker.main opens the worker's resources (and logs worker_ready) before it"
+    " touches Redis, so serve() takes every failed restart for a new outage and the delay"
+    " stays at 1 s for the whole outage instead of doubling up to MAX_RESTART_DELAY",
+)
+def test_restarts_into_a_redis_that_is_still_down_back_off(make_stack: MakeStack) -> None:
+    stack = make_stack(workers=1)
+    stack.redis.kill()
+    assert _lost_redis(stack.workers[0], 3)[:3] == [1.0, 2.0, 4.0]
 
 
 def test_a_committed_row_whose_job_was_never_sent_is_enqueued_by_the_sweeper(
@@ -82,18 +103,22 @@ def test_a_worker_rides_out_repeated_redis_outages_without_leaking_connections(
     make_stack: MakeStack, fake_llm: FakeLLMServer
 ) -> None:
     stack = make_stack(workers=1)
+    worker = stack.workers[0]
     warm_up = stack.submit("before any outage")
     stack.settle([warm_up], timeout=10)
-    baseline = stack.db.backends("worker")
     for outage in range(3):
         stack.redis.kill()
-        time.sleep(1.5)
+        # Noticed, with the restart backoff starting again from 1 s: every outage costs the
+        # same, not more than the last.
+        assert _lost_redis(worker, outage + 1)[outage] == 1.0
         stack.redis.start()
-        # Every outage costs about the same: the restart backoff starts again from 1 s.
-        began = time.monotonic()
         cid = stack.submit(f"after outage {outage}")
-        assert stack.settle([cid], timeout=10)[cid].status == "completed"
-        assert time.monotonic() - began < 6, f"recovery from outage {outage} was slow"
+        assert stack.settle([cid], timeout=30)[cid].status == "completed"
         assert fake_llm.stats().calls_for(f"after outage {outage}") == 1
-    # The worker that lost Redis closed its database pool; one more per outage would leak.
-    assert stack.db.backends("worker") <= baseline + 1, (baseline, stack.db.backends("worker"))
+    assert len(worker.events("worker_lost_redis")) == 3
+    # The worker that lost Redis closed its database pool before it started again: no
+    # connection opened before the last outage is still open.
+    last_outage = worker.events("worker_lost_redis")[-1].at
+    opened = stack.db.backend_starts("worker")
+    assert opened, "the restarted worker answered without a database connection"
+    assert [at for at in opened if at < last_outage] == []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.support.fake_llm import FakeLLMServer
@@ -22,20 +20,37 @@ QUICK_LEASE = {
 def test_a_generation_killed_with_its_worker_is_finished_by_another_after_the_lease(
     make_stack: MakeStack, fake_llm: FakeLLMServer
 ) -> None:
-    fake_llm.configure(mode="slow", delay_seconds=1.5)
+    # Held: the first call is still unanswered when its worker dies, however slow the machine.
+    fake_llm.configure(hold=True)
     stack = make_stack(workers=1, **QUICK_LEASE)
     cid = stack.submit("killed mid-generation")
     wait_for_calls(fake_llm, "killed mid-generation", 1)
-    killed_at = time.monotonic()
+    held = stack.db.rows([cid])[cid]
+    assert (held.status, held.attempts) == ("running", 1)
+    lease_end = held.lease_expires_at
+    assert lease_end is not None
     stack.workers[0].kill()
-    stack.add_worker()
-    row = stack.settle([cid], timeout=25)[cid]
+    fake_llm.configure(hold=False)
+    successor = stack.add_worker()
+    row = stack.settle([cid], timeout=30)[cid]
     assert row.status == "completed"
     # The lost attempt counts; its call died with the worker, so two calls were unavoidable.
     assert row.attempts == 2
     assert fake_llm.stats().calls_for("killed mid-generation") == 2
-    # Not taken back before the lease ran out, and not long after it either.
-    assert 5 <= time.monotonic() - killed_at < 15
+    # Taken back by the first sweep that began after the lease ran out, not before it and
+    # not later: no sweep started after the expiry without reclaiming it.
+    (reclaim,) = [e for e in successor.events("sweep_done") if e.extra["reclaimed"]]
+    assert reclaim.extra["reclaimed"] == 1
+    assert lease_end < reclaim.at
+    ticks = [e.at for e in successor.events() if e.message.strip().endswith("→ sweep()")]
+    reclaiming_tick = max(at for at in ticks if at < reclaim.at)
+    assert [at for at in ticks if lease_end < at < reclaiming_tick] == []
+    (second,) = [
+        e
+        for e in successor.events("generation_started")
+        if e.conversation_id == cid and e.extra["attempt"] == "2"
+    ]
+    assert reclaim.at < second.at
 
 
 def test_a_job_that_kills_every_worker_fails_once_its_attempts_are_spent(

@@ -1,4 +1,5 @@
-"""What the service logs, captured: `configure_logging` into a buffer, then restored."""
+"""What the service logs: captured in process (`configure_logging` into a buffer, then
+restored), or read back from a process's JSON log (`log_events`) as timed events."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from loguru import logger
@@ -30,6 +33,41 @@ def make_settings(**overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One line of a process's JSON log: when it was written, what, about which conversation."""
+
+    at: datetime
+    message: str
+    conversation_id: str | None
+    extra: dict[str, Any]
+
+
+def log_events(text: str, message: str | None = None) -> list[LogEvent]:
+    """The JSON lines of a process log (`LOG_FORMAT=JSON`) in order, those saying `message`
+    when given. A line being written as the log is read, or one a library printed before
+    logging was set up, is not an event and is left out."""
+    events = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or "timestamp" not in record:
+            continue
+        if message is not None and record.get("message") != message:
+            continue
+        events.append(
+            LogEvent(
+                at=datetime.fromisoformat(record["timestamp"]),
+                message=str(record.get("message")),
+                conversation_id=record.get("conversation_id"),
+                extra=dict(record.get("extra") or {}),
+            )
+        )
+    return events
 
 
 class LogCapture:

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import redis
 
+from tests.support.log_capture import LogEvent, log_events
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,6 +49,10 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def events(self, message: str | None = None) -> list[LogEvent]:
+        """The lines of its JSON log as timed events (`message`: only those saying it)."""
+        return log_events(self.log(), message)
 
     @property
     def alive(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -26,6 +27,10 @@ class Row:
     error_code: str | None
     error_message: str | None
     response: str | None
+    created_at: datetime
+    started_at: datetime | None
+    # Set by a claim, cleared by every write-back and by the sweeper's reclaim.
+    lease_expires_at: datetime | None
 
 
 class Database:
@@ -48,7 +53,8 @@ class Database:
 
     def rows(self, ids: list[str]) -> dict[str, Row]:
         records = self._run(
-            "SELECT id::text AS id, prompt, status, attempts, error_code, error_message, response"
+            "SELECT id::text AS id, prompt, status, attempts, error_code, error_message, response,"
+            " created_at, started_at, lease_expires_at"
             " FROM conversation WHERE id = ANY($1::uuid[])",
             ids,
         )
@@ -80,6 +86,16 @@ class Database:
             process_name,
         )
         return int(record["n"])
+
+    def backend_starts(self, process_name: str) -> list[datetime]:
+        """When each connection a process kind holds open to this database was opened."""
+        records = self._run(
+            "SELECT backend_start FROM pg_stat_activity WHERE datname = $1"
+            " AND application_name LIKE '%-' || $2 ORDER BY backend_start",
+            self.name,
+            process_name,
+        )
+        return [r["backend_start"] for r in records]
 
     def terminate_backends(self) -> int:
         """Cut every connection to this stack's database (and only this one) but our own."""
