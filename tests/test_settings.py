@@ -9,11 +9,15 @@ import pytest
 
 from shared.settings import (
     ADMIN_KEY_MIN_LENGTH,
+    Environment,
     Settings,
     SettingsError,
     admin_key_problem,
+    admin_key_setting_problem,
     generate_admin_key,
     load_settings,
+    parse_rate_limit,
+    timeouts_problem,
 )
 from tests.support.auth import ADMIN_KEY
 
@@ -77,6 +81,16 @@ def test_each_timeout_must_be_strictly_below_the_next(
         _timeouts(llm, job, lease)
 
 
+def test_the_timeout_problems_are_said_in_full() -> None:
+    assert timeouts_problem(10, 10, 30) == (
+        "LLM_TIMEOUT_SECONDS must be smaller than WORKER_JOB_TIMEOUT_SECONDS"
+    )
+    assert timeouts_problem(5, 30, 30) == (
+        "WORKER_JOB_TIMEOUT_SECONDS must be smaller than WORKER_LEASE_SECONDS"
+    )
+    assert timeouts_problem(5, 10, 30) is None
+
+
 def test_timeouts_just_below_each_other_are_accepted() -> None:
     settings = _timeouts(9.999, 10, 10.001)
     assert (
@@ -122,6 +136,17 @@ def test_an_admin_key_is_required_outside_dev(monkeypatch: pytest.MonkeyPatch) -
         load_settings()
     monkeypatch.setenv("ENVIRONMENT", "DEV")
     assert load_settings().ADMIN_API_KEY is None
+
+
+def test_a_missing_admin_key_outside_dev_says_how_to_make_one() -> None:
+    assert admin_key_setting_problem(None, Environment.PRD) == (
+        "ADMIN_API_KEY is required outside ENVIRONMENT=DEV (make one with: "
+        "python -c 'import secrets; print(\"aek_admin_\" + secrets.token_urlsafe(32))')"
+    )
+    assert admin_key_setting_problem(None, Environment.DEV) is None
+    assert admin_key_setting_problem("a" * 40, Environment.DEV) == (
+        "ADMIN_API_KEY must be at least 32 random characters"
+    )
 
 
 @pytest.mark.parametrize(
@@ -175,6 +200,11 @@ def test_rate_limits_in_the_limits_notation_are_accepted(
     assert value == load_settings().SUBMIT_RATE_LIMIT
 
 
+@pytest.mark.parametrize("value", ["off", "OFF", "none", "None", "", "  "])
+def test_a_rate_limit_can_be_turned_off(value: str) -> None:
+    assert parse_rate_limit(value) is None
+
+
 def test_a_malformed_rate_limit_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUBMIT_RATE_LIMIT", "lots")
     with pytest.raises(SettingsError, match=r"SUBMIT_RATE_LIMIT: .*rate limit 'lots'"):
@@ -186,7 +216,8 @@ def test_a_generated_admin_key_passes_the_checks_and_is_fresh() -> None:
     assert len(keys) == 5
     for key in keys:
         assert key.startswith("aek_admin_")
-        assert len(key) > ADMIN_KEY_MIN_LENGTH
+        # 32 random bytes, base64url: 43 characters after the prefix.
+        assert len(key) == len("aek_admin_") + 43
         assert admin_key_problem(key) is None
 
 
@@ -218,6 +249,17 @@ def test_every_problem_is_named_in_one_message(monkeypatch: pytest.MonkeyPatch) 
         "WORKER_JOB_TIMEOUT_SECONDS must be smaller than WORKER_LEASE_SECONDS"
     )
     assert error.value.__cause__ is None
+
+
+def test_several_problems_are_joined_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_PORT", "0")
+    monkeypatch.setenv("LOG_FORMAT", "XML")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == (
+        "invalid configuration: LOG_FORMAT: Input should be 'JSON' or 'HUMAN'; "
+        "POSTGRES_PORT: Input should be greater than or equal to 1"
+    )
 
 
 def test_the_old_llm_timeout_name_still_works(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from shared.repositories.conversations import ConversationRepository
 from shared.services.conversations import cancel_conversation, delete_conversation
 from tests.factories import load, make_conversation, set_columns
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.log_capture import captured_logging
 from worker.context import WorkerResources
 from worker.generation import JobResult, run_generation
 
@@ -53,6 +55,82 @@ async def test_success_writes_answer_tokens_and_timings(
     assert system["content"].index("helpful") < system["content"].index("be brief")
     assert system["content"].index("be brief") < system["content"].index("Context:\nfacts")
     assert user == {"role": "user", "content": "hello there"}
+
+
+async def test_a_provider_the_worker_has_no_client_for_fails_at_once_with_its_name(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    assert "elsewhere" not in res.llm_clients
+    cid = await make_conversation(session_factory, provider="elsewhere")
+    assert await run_generation(res, cid) is JobResult.FAILED
+    row = await load(session_factory, cid)
+    assert (row.status, row.error_code, row.error_message, row.attempts) == (
+        ConversationStatus.FAILED,
+        "provider_unsupported",
+        "no worker client for provider 'elsewhere'",
+        1,
+    )
+    assert fake_llm.stats().generation_calls == 0
+
+
+async def test_a_claim_past_the_last_attempt_fails_without_calling_the_model(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    """A job delivered once more after every attempt was spent (its last worker vanished
+    after the sweeper's check): the claim counts it, the attempt only says why it stops."""
+    spent = res.settings.WORKER_MAX_ATTEMPTS
+    cid = await make_conversation(session_factory)
+    await set_columns(session_factory, cid, attempts=spent)
+    assert await run_generation(res, cid) is JobResult.FAILED
+    row = await load(session_factory, cid)
+    assert (row.status, row.error_code, row.error_message) == (
+        ConversationStatus.FAILED,
+        "max_attempts_exceeded",
+        f"gave up after {spent} attempts",
+    )
+    assert fake_llm.stats().generation_calls == 0
+
+
+class _BrokenClient:
+    """A client with a bug: it raises what no LLM error classification knows."""
+
+    provider = "ollama"
+
+    async def generate(self, request: object, on_text: object = None) -> None:
+        raise ZeroDivisionError("a bug in the client")
+
+    async def list_models(self) -> list[str]:
+        return []
+
+
+async def test_a_bug_in_the_attempt_fails_the_row_with_a_reason_and_logs_the_traceback(
+    res: WorkerResources, session_factory: SessionFactory
+) -> None:
+    broken = dataclasses.replace(res, llm_clients={"ollama": _BrokenClient()})
+    cid = await make_conversation(session_factory)
+    with captured_logging("worker") as logs:
+        assert await run_generation(broken, cid) is JobResult.FAILED
+    row = await load(session_factory, cid)
+    assert (row.status, row.error_code, row.error_message, row.attempts) == (
+        ConversationStatus.FAILED,
+        "internal_error",
+        "unexpected ZeroDivisionError",
+        1,
+    )
+    (crash,) = logs.find("generation_crashed")
+    assert crash["level"] == "ERROR"
+    assert "ZeroDivisionError: a bug in the client" in crash["exception"]
+
+
+async def test_the_start_of_an_attempt_is_logged_with_its_queue_wait(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    cid = await make_conversation(session_factory)
+    with captured_logging("worker") as logs:
+        assert await run_generation(res, cid) is JobResult.COMPLETED
+    row = await load(session_factory, cid)
+    (started,) = logs.find("generation_started")
+    assert started["extra"] == {"queue_wait_ms": row.queue_wait_ms, "attempt": "1"}
 
 
 async def test_model_bounds_cap_the_request(

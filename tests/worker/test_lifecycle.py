@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, update
 
 from shared.db import SessionFactory, unit_of_work
 from shared.lifecycle import MAX_ERROR_MESSAGE_CHARS, Outcome
@@ -207,6 +208,22 @@ async def test_a_soft_delete_is_scoped_to_the_owner_and_done_once(
         assert await ConversationRepository(session).soft_delete(other, owner_id=None)
 
 
+async def test_a_soft_delete_hides_only_the_conversation_named(
+    session_factory: SessionFactory,
+) -> None:
+    first, second = [await make_conversation(session_factory) for _ in range(2)]
+    owner = (await load(session_factory, first)).user_id
+    await set_columns(session_factory, second, user_id=owner)
+    async with unit_of_work(session_factory) as session:
+        assert await ConversationRepository(session).soft_delete(first, owner_id=owner)
+    async with session_factory() as session:
+        rows = {cid: await session.get(Conversation, cid) for cid in (first, second)}
+    assert {cid: row.is_active for cid, row in rows.items() if row is not None} == {
+        first: False,
+        second: True,
+    }
+
+
 async def test_due_pending_rows_come_oldest_first_within_the_limit(
     session_factory: SessionFactory,
 ) -> None:
@@ -232,20 +249,73 @@ async def test_due_pending_rows_come_oldest_first_within_the_limit(
     assert everything == [oldest, older, fresh]
 
 
+async def test_due_pending_rows_come_in_due_order_not_in_creation_order(
+    session_factory: SessionFactory,
+) -> None:
+    ids = [await make_conversation(session_factory) for _ in range(3)]
+    now = datetime.now(UTC)
+    # The last created is the most overdue, the first created the least.
+    for hours, cid in enumerate(ids, start=1):
+        await set_columns(session_factory, cid, updated_at=now - timedelta(hours=hours))
+    async with session_factory() as session:
+        repo = ConversationRepository(session)
+        assert await repo.due_pending_ids(older_than_seconds=60, limit=10) == ids[::-1]
+        assert await repo.due_pending_ids(older_than_seconds=60, limit=2) == ids[:0:-1]
+
+
+async def test_the_grace_and_lease_boundaries_are_strict(session_factory: SessionFactory) -> None:
+    """A row exactly at the end of its grace period is not due yet, and a lease ending at
+    this very instant has not expired: the sweeper's reclaim and the claim agree. Checked in
+    one transaction, whose `now()` does not move."""
+    pending, running = [await make_conversation(session_factory) for _ in range(2)]
+    async with unit_of_work(session_factory) as session:
+        repo = ConversationRepository(session)
+        grace = timedelta(seconds=60)
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == pending)
+            .values(updated_at=func.now() - grace)
+        )
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == running)
+            .values(status="running", attempts=1, lease_expires_at=func.now())
+        )
+        assert await repo.due_pending_ids(older_than_seconds=60, limit=10) == []
+        assert await repo.reclaim_expired_leases(max_attempts=3, limit=10) == []
+        assert await repo.claim(running, lease_seconds=30) is None
+        a_tick = timedelta(microseconds=1)
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == pending)
+            .values(updated_at=func.now() - grace - a_tick)
+        )
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == running)
+            .values(lease_expires_at=func.now() - a_tick)
+        )
+        assert await repo.due_pending_ids(older_than_seconds=60, limit=10) == [pending]
+        assert await repo.reclaim_expired_leases(max_attempts=3, limit=10) == [running]
+
+
 async def test_queue_stats_count_active_pending_rows_and_their_oldest_age(
     session_factory: SessionFactory,
 ) -> None:
     async with session_factory() as session:
         assert await ConversationRepository(session).queue_stats() == (0, None)
-    pending, deleted, running = [await make_conversation(session_factory) for _ in range(3)]
+    pending, deleted, running, done = [await make_conversation(session_factory) for _ in range(4)]
     await set_columns(session_factory, pending, created_at=datetime.now(UTC) - timedelta(hours=1))
-    await set_columns(session_factory, deleted, is_active=False, created_at=LONG_AGO)
-    await set_columns(session_factory, running, status="running", created_at=LONG_AGO)
+    # Far older than the pending row: had any of them counted, the age would say so.
+    ancient = datetime.now(UTC) - timedelta(days=30)
+    await set_columns(session_factory, deleted, is_active=False, created_at=ancient)
+    await set_columns(session_factory, running, status="running", created_at=ancient)
+    await set_columns(session_factory, done, status="completed", created_at=ancient)
     async with session_factory() as session:
         count, age = await ConversationRepository(session).queue_stats()
     assert count == 1
     assert age is not None
-    assert 3600 <= age < 7200  # an hour old, far from LONG_AGO's rows
+    assert 3600 <= age < 7200  # the pending row's hour, not the month of the others
 
 
 async def test_unfinished_rows_are_counted_up_to_the_bound(
