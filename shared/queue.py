@@ -13,7 +13,6 @@ from arq.constants import (
     result_key_prefix,
 )
 from arq.utils import timestamp_ms
-from redis.asyncio import ConnectionPool
 from redis.commands.core import AsyncScript
 
 from shared.job_contract import (
@@ -23,13 +22,14 @@ from shared.job_contract import (
     generation_job_id,
     serialize_job,
 )
+from shared.redis_connection import connection_pool
 from shared.settings import Settings
 
 
 def create_queue_pool(settings: Settings) -> ArqRedis:
     """A lazily connecting pool: the API starts, and accepts work, while Redis is down."""
-    pool = ConnectionPool.from_url(
-        settings.REDIS_URL,
+    pool = connection_pool(
+        settings,
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=30,

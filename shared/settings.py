@@ -100,7 +100,12 @@ class Settings(BaseSettings):
     # A PgBouncer-style pooler in transaction mode between the service and PostgreSQL.
     DB_TRANSACTION_POOLER: bool = False
 
+    # redis:// or rediss:// (TLS), with user:password for an ACL user, and the database.
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    # Sentinels to ask for the primary ("host:port,host:port"); empty: REDIS_URL's host is it.
+    REDIS_SENTINELS: str = ""
+    REDIS_SENTINEL_MASTER: str = "mymaster"
+    REDIS_SENTINEL_PASSWORD: SecretStr | None = None
     QUEUE_NAME: str = "ai-eng-api:queue"
 
     OLLAMA_BASE_URL: AnyHttpUrl = AnyHttpUrl("http://localhost:11434")
@@ -158,6 +163,16 @@ class Settings(BaseSettings):
         if problem is not None:
             raise ValueError(problem)
         return self
+
+    @field_validator("REDIS_SENTINELS")
+    @classmethod
+    def _sentinels_parse(cls, value: str) -> str:
+        parse_host_ports(value)
+        return value
+
+    @property
+    def redis_sentinels(self) -> list[tuple[str, int]]:
+        return parse_host_ports(self.REDIS_SENTINELS)
 
     @field_validator("SUBMIT_RATE_LIMIT")
     @classmethod
@@ -244,6 +259,19 @@ def generate_admin_key() -> str:
         key = "aek_admin_" + secrets.token_urlsafe(32)
         if admin_key_problem(key) is None:
             return key
+
+
+def parse_host_ports(value: str) -> list[tuple[str, int]]:
+    """`host:port,host:port` (blanks ignored) as pairs; a malformed entry is a ValueError."""
+    found = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, got {entry!r}")
+        found.append((host, int(port)))
+    return found
 
 
 def parse_rate_limit(value: str) -> RateLimitItem | None:
