@@ -51,6 +51,9 @@ ADMIN_ONLY = [
 ]
 
 
+LONG_POLL = {"query.wait": 0}
+
+
 def _config(auth_document: Path) -> schemathesis.Config:
     return schemathesis.Config.from_dict(
         {
@@ -72,7 +75,10 @@ def _config(auth_document: Path) -> schemathesis.Config:
                 }
             },
             "operations": [
-                {"include-name": ADMIN_ONLY, "phases": {"stateful": {"enabled": False}}}
+                {"include-name": ADMIN_ONLY, "phases": {"stateful": {"enabled": False}}},
+                # A long-poll on a conversation no worker finishes here waits its whole N
+                # seconds; the bounds of `wait` are tested in tests/e2e/test_long_poll.py.
+                {"include-name": ["GET /conversations/{conversation_id}"], "parameters": LONG_POLL},
             ],
         }
     )
