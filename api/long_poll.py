@@ -35,7 +35,9 @@ class FinishedListener:
     """The process's subscription, and the waiters it wakes, by conversation id."""
 
     def __init__(self, redis_url: str, queue_name: str) -> None:
-        self._redis = Redis.from_url(redis_url, socket_connect_timeout=2)
+        # TCP keep-alive: a connection that died silently is noticed by the kernel, and the
+        # subscription is made again.
+        self._redis = Redis.from_url(redis_url, socket_connect_timeout=2, socket_keepalive=True)
         self._channel = finished_channel(queue_name)
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
