@@ -3,7 +3,8 @@
 A client connects before, during and after a generation and always gets the same thing: the
 deltas in order from seq 1, none missing or repeated, adding up to the answer, then `done`
 with the conversation exactly as `GET /conversations/{id}` returns it, and the stream closes.
-`Last-Event-ID` resumes; a worker killed mid-generation shows as `reset`. The stand-in holds a
+`Last-Event-ID` resumes; a worker killed mid-generation shows as `reset`; Redis lost
+mid-generation costs deltas, never the answer. The stand-in holds a
 stream after a number of pieces until the test releases it, so "during" is a fact, not a
 timing.
 """
@@ -279,3 +280,39 @@ def test_a_worker_killed_mid_generation_shows_as_reset_and_the_next_attempt_stre
     assert text_of(events) == done["response"] == f"echo: {prompt}"
     assert done["attempts"] == row.attempts >= 2
     assert json.loads(events[-1].data) == done
+
+
+def test_redis_lost_mid_generation_costs_the_client_nothing_but_deltas(
+    settings: Settings, e2e_database: URL, fake_llm_server: FakeLLMServer, tmp_path: Path
+) -> None:
+    """The worker's publishing stops, its write-back does not; the API cannot read the
+    stream any more and finds the end in PostgreSQL: `done` with the whole answer."""
+    fake_llm_server.reset()
+    fake_llm_server.configure(hold=True, hold_after_pieces=2)
+    try:
+        with open_stack(
+            settings, e2e_database, fake_llm_server.url, tmp_path, workers=1, **STREAMING_ENV
+        ) as stack:
+            prompt = f"redis lost {PROMPT_WORDS}"
+            cid = stack.submit(prompt)
+            reader = EventReader(stack.base_url, cid, ADMIN_HEADERS)
+            assert reader.status == 200
+            before = reader.until_text("echo: redis ")
+            stack.redis.kill()
+            fake_llm_server.configure(hold=False)
+
+            events = before + reader.rest()
+            row = stack.settle([cid], timeout=30)[cid]
+            stack.redis.start()  # so that the stack stops as usual
+    finally:
+        fake_llm_server.configure(hold=False)
+
+    assert row.status == "completed"
+    assert row.attempts == 1
+    assert fake_llm_server.stats().calls_for(prompt) == 1  # not failed, not generated again
+    done = events[-1]
+    assert done.event == "done"
+    assert done.json()["status"] == "completed"
+    assert done.json()["response"] == f"echo: {prompt}"
+    # What was published before Redis went is a true start of the answer.
+    assert done.json()["response"].startswith(text_of(events))
