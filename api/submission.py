@@ -30,6 +30,16 @@ _tracer = trace.get_tracer("ai_eng_api.api")
 
 
 @dataclass(frozen=True, slots=True)
+class Submission:
+    """What a submission answers: the conversation, whether it went to the queue (202) or
+    was stored answered (201), and whether an idempotency key replayed it."""
+
+    conversation: ConversationRead
+    queued: bool
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Submissions:
     """What a submission needs, built once in the lifespan."""
 
@@ -41,13 +51,19 @@ class Submissions:
     providers: Collection[str]  # the providers this deployment's workers generate with
 
     async def submit(
-        self, data: ConversationCreate, *, owner: uuid.UUID, limited: bool
-    ) -> ConversationRead:
+        self,
+        data: ConversationCreate,
+        *,
+        owner: uuid.UUID,
+        limited: bool,
+        idempotency_key: str | None = None,
+    ) -> Submission:
         """Store the conversation for `owner` and, unless it came with its answer, queue it.
 
         `limited`: a user's own submission, held to the per-user rate and cap (the admin's
         is not). The job is sent only once the row is committed, so a worker that picks it up
-        at once finds the row; a job Redis cannot take is sent by the sweeper later.
+        at once finds the row; a job Redis cannot take is sent by the sweeper later. A retry
+        under the same `idempotency_key` gets the conversation back and queues nothing.
         """
         check_submission_sizes(data, self.settings)
         generate = data.response is None
@@ -55,19 +71,22 @@ class Submissions:
             await self.limiter.check_rate(owner)
         if generate:
             await self.limiter.check_queue_depth()
-        row = await service.create_conversation(
+        stored = await service.create_conversation(
             self.engine,
             data=data,
             user_id=owner,
             supported_providers=self.providers,
             trace_id=current_trace_id(),
             max_active=self.settings.MAX_ACTIVE_CONVERSATIONS_PER_USER if limited else None,
+            idempotency_key=idempotency_key,
         )
-        conversation = ConversationRead.model_validate(row)
+        conversation = ConversationRead.model_validate(stored.row)
+        if stored.replayed:
+            return Submission(conversation, queued=generate, replayed=True)
         if generate:
             await publish(self.queue, conversation.id)
         self.metrics.conversations_submitted_total.labels("queued" if generate else "stored").inc()
-        return conversation
+        return Submission(conversation, queued=generate)
 
     def location(self, conversation_id: uuid.UUID) -> str:
         """Where to poll. Never from the Host header: a forged host would turn the link into

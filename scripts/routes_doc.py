@@ -40,6 +40,7 @@ import redis.asyncio as aioredis
 from pydantic import AnyHttpUrl, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from api.limits import DEPTH_SAMPLE_SECONDS
 from api.main import create_app
 from api.middleware.security_headers import SECURITY_HEADERS
 from shared.errors import ErrorCode
@@ -710,6 +711,9 @@ async def _limits(rec: Recorder, settings: Settings, *, ana: str, model: str) ->
         fillers = {f"routes-doc-filler:{i}": now for i in range(settings.QUEUE_MAX_DEPTH - depth)}
         if fillers:
             await client.zadd(settings.QUEUE_NAME, fillers)
+        # Far below the limit the API reads the depth at most once per DEPTH_SAMPLE_SECONDS;
+        # a queue filled at once is seen full after that.
+        await asyncio.sleep(DEPTH_SAMPLE_SECONDS)
         await rec.record(
             "queue_full",
             "POST",

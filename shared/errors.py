@@ -50,6 +50,14 @@ class BadRequestError(AppError):
     code = ErrorCode.BAD_REQUEST
 
 
+class UnprocessableError(AppError):
+    """Well-formed, but not acceptable as it stands (e.g. an idempotency key reused with
+    another body); rendered like field validation errors."""
+
+    status_code = 422
+    code = ErrorCode.VALIDATION_ERROR
+
+
 class NotFoundError(AppError):
     status_code = 404
     code = ErrorCode.NOT_FOUND

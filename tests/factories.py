@@ -46,10 +46,10 @@ async def make_conversation(
         **fields,
     )
     engine = session_factory.kw["bind"]
-    row = await create_conversation(
+    stored = await create_conversation(
         engine, data=data, user_id=user.id, supported_providers=PROVIDERS | {provider}
     )
-    conversation_id: uuid.UUID = row["id"]
+    conversation_id: uuid.UUID = stored.row["id"]
     return conversation_id
 
 

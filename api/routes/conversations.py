@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
@@ -61,7 +61,20 @@ def _json(
     },
 )
 async def create_conversation(
-    data: ConversationCreate, caller: PrincipalDep, submissions: SubmissionsDep
+    data: ConversationCreate,
+    caller: PrincipalDep,
+    submissions: SubmissionsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Makes retrying this request safe: the same key (per user) with the "
+            "same body within 24 h answers the conversation it made, marked "
+            "`Idempotent-Replayed: true`, and queues nothing; with another body, 422.",
+        ),
+    ] = None,
 ) -> Response:
     """Submit a prompt.
 
@@ -74,12 +87,16 @@ async def create_conversation(
     a full queue answers 503 with `Retry-After`.
     """
     owner = _owner_for(caller, data)
-    conversation = await submissions.submit(data, owner=owner, limited=not caller.is_admin)
-    queued = conversation.status == ConversationStatus.PENDING
+    done = await submissions.submit(
+        data, owner=owner, limited=not caller.is_admin, idempotency_key=idempotency_key
+    )
+    headers = {"Location": submissions.location(done.conversation.id)}
+    if done.replayed:
+        headers["Idempotent-Replayed"] = "true"
     return _json(
-        conversation,
-        status.HTTP_202_ACCEPTED if queued else status.HTTP_201_CREATED,
-        headers={"Location": submissions.location(conversation.id)},
+        done.conversation,
+        status.HTTP_202_ACCEPTED if done.queued else status.HTTP_201_CREATED,
+        headers=headers,
     )
 
 

@@ -31,6 +31,7 @@ _STATUS_VALUES = ", ".join(f"'{s.value}'" for s in ConversationStatus)
 # Named by the metadata's convention: fk_<table>_<column>_<referred table>.
 USER_FOREIGN_KEY = "fk_conversation_user_id_user"
 MODEL_VERSION_FOREIGN_KEY = "fk_conversation_model_version_id_model_version"
+IDEMPOTENCY_KEY_UNIQUE_INDEX = "uq_conversation_user_id_idempotency_key"
 
 
 class Conversation(Record):
@@ -67,6 +68,10 @@ class Conversation(Record):
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     # The earliest time the sweeper may hand a pending row to the queue again.
     next_attempt_at: Mapped[datetime | None] = mapped_column()
+    # `Idempotency-Key` of the submission, unique per user while set, and the fingerprint of
+    # the body it came with (a reuse with another body is refused).
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status"),
@@ -81,6 +86,14 @@ class Conversation(Record):
             "status",
             "lease_expires_at",
             postgresql_where=text("status IN ('pending', 'running')"),
+        ),
+        # One conversation per user and idempotency key.
+        Index(
+            IDEMPOTENCY_KEY_UNIQUE_INDEX,
+            "user_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
         # Counting one user's unfinished conversations (the per-user cap at submit).
         Index(

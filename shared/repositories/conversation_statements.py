@@ -52,6 +52,8 @@ WRITTEN = (
     "status",
     "trace_id",
     "completed_at",
+    "idempotency_key",
+    "request_hash",
 )
 _NEW_VALUES = ", ".join(f"${n}" for n in range(5, 5 + len(WRITTEN) - 2))
 
@@ -72,6 +74,7 @@ WHERE u.id = $1 AND u.is_active AND m.id = $2 AND m.is_active
     ) AS unfinished
   ) < $4)
 FOR SHARE OF u, m
+ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {_READ}
 """
 
@@ -85,6 +88,23 @@ SELECT
   (SELECT provider FROM "{_MODEL_VERSION}" WHERE id = $2 AND is_active) AS provider,
   (SELECT count(*) FROM "{_CONVERSATION}"
    WHERE user_id = $1 AND is_active AND status IN {_UNFINISHED}) AS unfinished
+"""
+
+# How long an idempotency key holds: a retry within it finds the conversation the key made.
+IDEMPOTENCY_WINDOW = "24 hours"
+
+# The conversation a user's idempotency key made, and whether the key still holds.
+BY_IDEMPOTENCY_KEY = f"""
+SELECT {_READ}, request_hash,
+  is_active AND created_at > now() - interval '{IDEMPOTENCY_WINDOW}' AS key_holds
+FROM "{_CONVERSATION}" WHERE user_id = $1 AND idempotency_key = $2
+"""
+
+# A key past its window (or of a deleted conversation) is free for a new submission.
+RELEASE_IDEMPOTENCY_KEY = f"""
+UPDATE "{_CONVERSATION}" SET idempotency_key = NULL
+WHERE user_id = $1 AND idempotency_key = $2
+  AND NOT (is_active AND created_at > now() - interval '{IDEMPOTENCY_WINDOW}')
 """
 
 # $2 NULL: any owner (the admin).
@@ -143,6 +163,35 @@ async def why_not_inserted(
         provider=row["provider"],
         unfinished=int(row["unfinished"]),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedConversation:
+    """The conversation an idempotency key made, and what the key says of a retry."""
+
+    row: Row
+    request_hash: str | None
+    key_holds: bool
+
+
+async def by_idempotency_key(
+    db: DriverConnection, user_id: uuid.UUID, key: str
+) -> KeyedConversation | None:
+    with statement_span("SELECT", _CONVERSATION):
+        found = await db.fetchrow(BY_IDEMPOTENCY_KEY, user_id, key)
+    if found is None:
+        return None
+    row = dict(found)
+    return KeyedConversation(
+        row={name: row[name] for name in ConversationRead.model_fields},
+        request_hash=row["request_hash"],
+        key_holds=bool(row["key_holds"]),
+    )
+
+
+async def release_idempotency_key(db: DriverConnection, user_id: uuid.UUID, key: str) -> None:
+    with statement_span("UPDATE", _CONVERSATION):
+        await db.fetchval(RELEASE_IDEMPOTENCY_KEY, user_id, key)
 
 
 async def read_one(

@@ -1,19 +1,23 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from shared.db import driver_connection
+from shared.db import DriverConnection, driver_connection
 from shared.errors import (
     AppError,
     BadRequestError,
     ConflictError,
     NotFoundError,
     TooManyRequestsError,
+    UnprocessableError,
 )
 from shared.lifecycle import Outcome
 from shared.models import Conversation, ConversationStatus
@@ -54,6 +58,21 @@ def _refusal(
     return ConflictError("The user or model version changed during the submission; retry")
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A submission's conversation; `replayed` when its idempotency key had made it before."""
+
+    row: Row
+    replayed: bool = False
+
+
+def request_fingerprint(data: ConversationCreate) -> str:
+    """What a retry must repeat to be the same request: the body as validated (the owner is
+    the key's scope, not part of it)."""
+    body = data.model_dump(mode="json", exclude={"user_id"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 async def create_conversation(
     engine: AsyncEngine,
     *,
@@ -62,7 +81,8 @@ async def create_conversation(
     supported_providers: Collection[str],
     trace_id: str | None = None,
     max_active: int | None = None,
-) -> Row:
+    idempotency_key: str | None = None,
+) -> Stored:
     """Store a conversation for `user_id`, committed when this returns: completed when the
     answer is given, else pending (the caller then enqueues it; never before the commit, or a
     fast worker could look for a row that is not there yet).
@@ -71,6 +91,11 @@ async def create_conversation(
     statement checks the user and model version and inserts; with a cap, the user's row is
     locked first, so concurrent submissions of one user (on any replica) count one after
     another and the cap is exact.
+
+    `idempotency_key`: a user's key already used within `IDEMPOTENCY_WINDOW` gives back the
+    conversation it made (`replayed`), nothing new stored; with another body, 422. Concurrent
+    submissions with one key store one conversation: the unique index makes the others wait
+    for it, then find it.
     """
     generate = data.response is None
     values: dict[str, Any] = data.model_dump(exclude={"user_id", "model_version_id"})
@@ -80,25 +105,72 @@ async def create_conversation(
     else:
         values["status"] = ConversationStatus.COMPLETED.value
         values["completed_at"] = datetime.now(UTC)
-    providers = supported_providers if generate else None
-    cap = max_active if generate and max_active else None
-    ids = {"user_id": user_id, "model_version_id": data.model_version_id}
+    if idempotency_key is not None:
+        values["idempotency_key"] = idempotency_key
+        values["request_hash"] = request_fingerprint(data)
+    target = _Target(
+        user_id=user_id,
+        model_version_id=data.model_version_id,
+        values=values,
+        providers=supported_providers if generate else None,
+        cap=max_active if generate and max_active else None,
+    )
     async with driver_connection(engine) as db:
-        if cap is None:
-            row = await statements.insert(db, **ids, values=values, providers=providers, cap=None)
-            blocked = None if row else await statements.why_not_inserted(db, *ids.values())
+        if target.cap is None:
+            stored = await _store(db, target)
         else:
             async with db.transaction():
                 if not await statements.lock_user(db, user_id):
                     raise NotFoundError(USER_NOT_FOUND)
-                row = await statements.insert(
-                    db, **ids, values=values, providers=providers, cap=cap
-                )
-                blocked = None if row else await statements.why_not_inserted(db, *ids.values())
-    if row is None:
-        assert blocked is not None
-        raise _refusal(blocked, cap=cap, providers=providers)
-    return row
+                stored = await _store(db, target)
+    if isinstance(stored, statements.NotInserted):
+        raise _refusal(stored, cap=target.cap, providers=target.providers)
+    return stored
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    user_id: uuid.UUID
+    model_version_id: uuid.UUID
+    values: dict[str, Any]
+    providers: Collection[str] | None
+    cap: int | None
+
+
+async def _store(db: DriverConnection, target: _Target) -> Stored | statements.NotInserted:
+    key: str | None = target.values.get("idempotency_key")
+    # Twice at most: a key past its window is released, then the insert is tried again.
+    for _ in range(2):
+        row = await statements.insert(
+            db,
+            user_id=target.user_id,
+            model_version_id=target.model_version_id,
+            values=target.values,
+            providers=target.providers,
+            cap=target.cap,
+        )
+        if row is not None:
+            return Stored(row)
+        keyed = await _keyed(db, target.user_id, key)
+        if keyed is None:
+            break
+        if not keyed.key_holds:
+            await statements.release_idempotency_key(db, target.user_id, str(key))
+            continue
+        if keyed.request_hash != target.values["request_hash"]:
+            raise UnprocessableError(
+                "This Idempotency-Key was used with a different request body",
+                details={"header": "Idempotency-Key", "conversation_id": str(keyed.row["id"])},
+            )
+        return Stored(keyed.row, replayed=True)
+    return await statements.why_not_inserted(db, target.user_id, target.model_version_id)
+
+
+async def _keyed(
+    db: DriverConnection, user_id: uuid.UUID, key: str | None
+) -> statements.KeyedConversation | None:
+    """What the key made, when the INSERT wrote nothing because of it."""
+    return None if key is None else await statements.by_idempotency_key(db, user_id, key)
 
 
 async def read_conversation(

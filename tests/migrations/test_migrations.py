@@ -75,6 +75,7 @@ def test_models_match_the_migrations(database_url: URL) -> None:
 
 
 BEFORE_API_KEYS = "9ae7be97a623"
+API_KEYS = "5c1d2e3f4a5b"
 
 _SEED = """
 WITH u AS (INSERT INTO "user" (email) VALUES ('kept@example.com') RETURNING id),
@@ -115,7 +116,7 @@ def test_downgrading_the_api_keys_migration_keeps_the_data_but_drops_every_user_
     user keys go with their table, so after upgrading again only the admin key works until
     users are issued new keys."""
     config = database.alembic_config(empty_database)
-    command.upgrade(config, "head")
+    command.upgrade(config, API_KEYS)
     _sql(empty_database, _SEED)
     before = _content(empty_database)
     assert [len(rows) for rows in before.values()] == [1, 1, 2]
@@ -128,7 +129,34 @@ def test_downgrading_the_api_keys_migration_keeps_the_data_but_drops_every_user_
     )
     assert "ix_conversation_user_id_unfinished" not in {row["indexname"] for row in indexes}
 
-    command.upgrade(config, "head")
+    command.upgrade(config, API_KEYS)
     assert _content(empty_database) == before
     assert _sql(empty_database, "SELECT count(*) AS n FROM api_key") == [{"n": 0}]
+    command.upgrade(config, "head")
+    assert _diff(empty_database) == []
+
+
+def test_downgrading_the_idempotency_migration_keeps_every_conversation_but_its_key(
+    empty_database: URL,
+) -> None:
+    """The decision (see the migration's docstring): conversations stay as they are; their
+    idempotency keys and body fingerprints go, so a retry after a downgrade is a new
+    submission. Upgrading again brings the columns back empty."""
+    config = database.alembic_config(empty_database)
+    command.upgrade(config, "head")
+    _sql(empty_database, _SEED)
+    _sql(empty_database, "UPDATE conversation SET idempotency_key = 'k-' || id, request_hash = 'h'")
+    before = _content(empty_database)
+
+    command.downgrade(config, API_KEYS)
+    kept = _content(empty_database)
+    assert kept["conversation"] == [
+        {k: v for k, v in row.items() if k not in ("idempotency_key", "request_hash")}
+        for row in before["conversation"]
+    ]
+    assert (kept['"user"'], kept["model_version"]) == (before['"user"'], before["model_version"])
+
+    command.upgrade(config, "head")
+    keys = _sql(empty_database, "SELECT idempotency_key, request_hash FROM conversation")
+    assert keys == [{"idempotency_key": None, "request_hash": None}] * 2
     assert _diff(empty_database) == []
