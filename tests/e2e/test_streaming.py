@@ -21,6 +21,7 @@ import redis
 from sqlalchemy.engine import URL
 
 from shared.settings import Settings
+from tests.support import database
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.fault_stack import open_stack, wait_for_calls
@@ -61,6 +62,14 @@ def streaming_stack(
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def own_database() -> Iterator[URL]:
+    """For a stack of the test's own: the module stack's sweeper would otherwise take its
+    rows over (every sweeper sweeps the whole database) and answer them on another Redis."""
+    with database.migrated_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -240,7 +249,7 @@ def test_a_users_key_follows_its_own_conversation_and_another_users_is_not_found
 
 
 def test_a_worker_killed_mid_generation_shows_as_reset_and_the_next_attempt_streams_anew(
-    settings: Settings, e2e_database: URL, fake_llm_server: FakeLLMServer, tmp_path: Path
+    settings: Settings, own_database: URL, fake_llm_server: FakeLLMServer, tmp_path: Path
 ) -> None:
     fake_llm_server.reset()
     quick_lease = {
@@ -252,7 +261,7 @@ def test_a_worker_killed_mid_generation_shows_as_reset_and_the_next_attempt_stre
     fake_llm_server.configure(hold=True, hold_after_pieces=2)
     try:
         with open_stack(
-            settings, e2e_database, fake_llm_server.url, tmp_path, workers=1, **quick_lease
+            settings, own_database, fake_llm_server.url, tmp_path, workers=1, **quick_lease
         ) as stack:
             prompt = f"killed {PROMPT_WORDS}"
             cid = stack.submit(prompt)
@@ -283,7 +292,7 @@ def test_a_worker_killed_mid_generation_shows_as_reset_and_the_next_attempt_stre
 
 
 def test_redis_lost_mid_generation_costs_the_client_nothing_but_deltas(
-    settings: Settings, e2e_database: URL, fake_llm_server: FakeLLMServer, tmp_path: Path
+    settings: Settings, own_database: URL, fake_llm_server: FakeLLMServer, tmp_path: Path
 ) -> None:
     """The worker's publishing stops, its write-back does not; the API cannot read the
     stream any more and finds the end in PostgreSQL: `done` with the whole answer."""
@@ -291,7 +300,7 @@ def test_redis_lost_mid_generation_costs_the_client_nothing_but_deltas(
     fake_llm_server.configure(hold=True, hold_after_pieces=2)
     try:
         with open_stack(
-            settings, e2e_database, fake_llm_server.url, tmp_path, workers=1, **STREAMING_ENV
+            settings, own_database, fake_llm_server.url, tmp_path, workers=1, **STREAMING_ENV
         ) as stack:
             prompt = f"redis lost {PROMPT_WORDS}"
             cid = stack.submit(prompt)
