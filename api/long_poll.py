@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.completion import finished_channel
 from shared.models import ConversationStatus
+from shared.redis_connection import connection_pool
 from shared.repositories.conversation_statements import Row
 from shared.services import conversations as service
 from shared.settings import Settings
@@ -34,11 +35,15 @@ WAIT_DOC = "Seconds to wait for the conversation to end (1-60); 0 answers at onc
 class FinishedListener:
     """The process's subscription, and the waiters it wakes, by conversation id."""
 
-    def __init__(self, redis_url: str, queue_name: str) -> None:
+    def __init__(self, settings: Settings) -> None:
         # TCP keep-alive: a connection that died silently is noticed by the kernel, and the
         # subscription is made again.
-        self._redis = Redis.from_url(redis_url, socket_connect_timeout=2, socket_keepalive=True)
-        self._channel = finished_channel(queue_name)
+        self._redis = Redis(
+            connection_pool=connection_pool(
+                settings, socket_connect_timeout=2, socket_keepalive=True
+            )
+        )
+        self._channel = finished_channel(settings.QUEUE_NAME)
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -50,7 +55,7 @@ class FinishedListener:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
 
     @contextmanager
     def watch(self, conversation_id: uuid.UUID) -> Iterator[asyncio.Event]:
@@ -92,7 +97,7 @@ class FinishedListener:
 async def listening(app: FastAPI) -> AsyncIterator[None]:
     """A lifespan: the listener runs while the app does (`app.state.finished_listener`)."""
     settings: Settings = app.state.settings
-    listener = FinishedListener(settings.REDIS_URL, settings.QUEUE_NAME)
+    listener = FinishedListener(settings)
     listener.start()
     app.state.finished_listener = listener
     try:

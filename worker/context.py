@@ -16,6 +16,7 @@ from shared.db import SessionFactory, create_engine, create_session_factory
 from shared.llm.base import LLMClient, LLMError
 from shared.llm.ollama import OllamaClient, check_ollama_ready
 from shared.llm.registry import create_http_client, make_llm_clients
+from shared.redis_connection import connection_pool
 from shared.settings import Settings
 from shared.stream_events import EventStreamWriter
 from shared.telemetry import instrument_httpx, instrument_sqlalchemy
@@ -40,7 +41,7 @@ class WorkerResources:
 
     async def close(self) -> None:
         await self.http.aclose()
-        await self.events_redis.aclose()
+        await self.events_redis.aclose(close_connection_pool=True)
         await self.engine.dispose()
 
 
@@ -56,8 +57,10 @@ async def open_resources(settings: Settings, obs: Observability) -> WorkerResour
     instrument_sqlalchemy(engine, tracer_provider)
     instrument_httpx(http, tracer_provider)
     # Short timeouts: publishing gives up rather than wait (worker/delta_publisher.py).
-    events_redis = Redis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1, retry_on_timeout=False
+    events_redis = Redis(
+        connection_pool=connection_pool(
+            settings, socket_connect_timeout=1, socket_timeout=1, retry_on_timeout=False
+        )
     )
     events = (
         EventStreamWriter(
