@@ -6,8 +6,10 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from sqlalchemy import func, update
+from sqlalchemy.engine import URL
 
 from shared.db import SessionFactory, unit_of_work
 from shared.lifecycle import MAX_ERROR_MESSAGE_CHARS, Outcome
@@ -65,6 +67,14 @@ def test_a_completed_outcome_keeps_the_answer_and_its_numbers() -> None:
         prompt_version="v1",
     )
     assert unknown.total_tokens is None
+
+
+async def load_any(session_factory: SessionFactory, conversation_id: uuid.UUID) -> Conversation:
+    """The row, deleted or not."""
+    async with session_factory() as session:
+        row = await session.get(Conversation, conversation_id)
+    assert row is not None
+    return row
 
 
 async def _claimed(session_factory: SessionFactory) -> uuid.UUID:
@@ -297,6 +307,73 @@ async def test_the_grace_and_lease_boundaries_are_strict(session_factory: Sessio
         )
         assert await repo.due_pending_ids(older_than_seconds=60, limit=10) == [pending]
         assert await repo.reclaim_expired_leases(max_attempts=3, limit=10) == [running]
+
+
+async def test_a_later_attempt_keeps_the_first_start_and_queue_wait_and_spends_its_retry_time(
+    session_factory: SessionFactory,
+) -> None:
+    cid = await _claimed(session_factory)
+    first = await load(session_factory, cid)
+    # Its lease ran out while a retry was scheduled: the next claim starts attempt 2.
+    await set_columns(
+        session_factory,
+        cid,
+        lease_expires_at=datetime.now(UTC) - timedelta(seconds=1),
+        next_attempt_at=datetime.now(UTC) - timedelta(seconds=1),
+    )
+    async with unit_of_work(session_factory) as session:
+        second = await ConversationRepository(session).claim(cid, lease_seconds=30)
+    assert second is not None
+    assert second.attempts == 2
+    assert (second.started_at, second.queue_wait_ms) == (first.started_at, first.queue_wait_ms)
+    assert second.next_attempt_at is None
+
+
+async def test_a_deleted_pending_conversation_is_not_claimed(
+    session_factory: SessionFactory,
+) -> None:
+    cid = await make_conversation(session_factory)
+    await set_columns(session_factory, cid, is_active=False)
+    async with unit_of_work(session_factory) as session:
+        assert await ConversationRepository(session).claim(cid, lease_seconds=30) is None
+    assert (await load_any(session_factory, cid)).attempts == 0
+
+
+async def test_get_owned_gives_the_row_to_its_owner_or_to_no_owner_only(
+    session_factory: SessionFactory,
+) -> None:
+    cid = await make_conversation(session_factory)
+    owner = (await load(session_factory, cid)).user_id
+    async with session_factory() as session:
+        repo = ConversationRepository(session)
+        assert await repo.get_owned(cid, uuid.uuid4()) is None
+        mine = await repo.get_owned(cid, owner)
+        anyones = await repo.get_owned(cid, None)
+        assert await repo.get_owned(uuid.uuid4(), owner) is None
+    assert mine is not None
+    assert anyones is not None
+    assert mine.id == anyones.id == cid
+
+
+async def test_get_owned_for_update_locks_the_row_until_the_transaction_ends(
+    session_factory: SessionFactory, database_url: URL
+) -> None:
+    cid = await make_conversation(session_factory)
+    dsn = database_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    other = await asyncpg.connect(dsn)
+    lock = "SELECT id FROM conversation WHERE id = $1 FOR UPDATE NOWAIT"
+    try:
+        async with session_factory() as session, session.begin():
+            repo = ConversationRepository(session)
+            assert await repo.get_owned(cid, None, for_update=True) is not None
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await other.fetchval(lock, cid)
+        async with session_factory() as session, session.begin():
+            # A plain read takes no lock.
+            assert await ConversationRepository(session).get_owned(cid, None) is not None
+            assert await other.fetchval(lock, cid) == cid
+    finally:
+        await other.close()
 
 
 async def test_queue_stats_count_active_pending_rows_and_their_oldest_age(

@@ -29,6 +29,7 @@ from shared.models import ConversationStatus
 from shared.repositories.conversations import ConversationRepository
 from tests.factories import load, make_conversation, set_columns
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.log_capture import captured_logging
 from worker import persistence
 from worker.context import WorkerResources
 from worker.generation import JobResult, run_generation
@@ -180,9 +181,13 @@ async def test_a_database_that_stays_away_ends_the_write_after_its_tries(
     async with unit_of_work(session_factory) as session:
         assert await ConversationRepository(session).claim(cid, lease_seconds=30) is not None
     cuts = _Cuts(after=False, when=lambda: True, times=WRITE_TRIES + 1)
-    with pytest.raises(OperationalError):
+    with captured_logging("worker") as logs, pytest.raises(OperationalError):
         await write_outcome(_with_cuts(res, cuts), cid, attempt=1, outcome=_done("never"))
     assert cuts.done == WRITE_TRIES == 6
+    # Each lost try is a warning saying what broke and how many tries are left.
+    assert [(r["level"], r["extra"]) for r in logs.find("outcome_write_retry")] == [
+        ("WARNING", {"error": "OperationalError", "tries_left": left}) for left in (5, 4, 3, 2, 1)
+    ]
     # Doubling from 0.2 s, capped at 3 s, and no sleep after the last try.
     assert sleeps == [0.2, 0.4, 0.8, 1.6, 3.0]
     assert (await load(session_factory, cid)).status == ConversationStatus.RUNNING
