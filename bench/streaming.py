@@ -4,8 +4,8 @@ The same job, with and without publishing, on the real worker code (`run_generat
 process: a throwaway migrated PostgreSQL database, the local Redis, and the stand-in LLM
 answering at once (a 0 s model, in a process of its own) with a reply of `--words` words, so
 the job is nothing but its own overhead: claim, the streamed call, publishing, the fenced
-write-back. The model streams in both cases; "off" is `EVENTS_PUBLISH_ENABLED=false`, its
-pieces go nowhere.
+write-back. The model streams in both cases; "off" writes nothing to Redis (no deltas, no
+end mark), its pieces go nowhere.
 
 Rounds alternate off and on so that drift on a shared machine falls on both. Reported per
 mode: each job's wall time (p50, p95, mean), the time the attempt waits for the last pieces

@@ -35,7 +35,7 @@ class WorkerResources:
     llm_clients: Mapping[str, LLMClient]
     obs: Observability
     # The conversations' event streams; a client of its own, so a slow append never holds up
-    # arq's connections. `events` is None when EVENTS_PUBLISH_ENABLED is off.
+    # arq's connections. None writes nothing at all (tests and the benchmark's baseline).
     events_redis: Redis
     events: EventStreamWriter | None
 
@@ -62,15 +62,11 @@ async def open_resources(settings: Settings, obs: Observability) -> WorkerResour
             settings, socket_connect_timeout=1, socket_timeout=1, retry_on_timeout=False
         )
     )
-    events = (
-        EventStreamWriter(
-            events_redis,
-            queue_name=settings.QUEUE_NAME,
-            max_len=settings.EVENTS_MAX_LEN,
-            retention_seconds=settings.EVENTS_RETENTION_SECONDS,
-        )
-        if settings.EVENTS_PUBLISH_ENABLED
-        else None
+    events = EventStreamWriter(
+        events_redis,
+        queue_name=settings.QUEUE_NAME,
+        max_len=settings.EVENTS_MAX_LEN,
+        retention_seconds=settings.EVENTS_RETENTION_SECONDS,
     )
     return WorkerResources(
         settings=settings,

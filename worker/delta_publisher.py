@@ -49,6 +49,7 @@ def publishing(
         conversation_id,
         attempt=attempt,
         flush_interval=res.settings.EVENTS_FLUSH_INTERVAL_MS / 1000,
+        deltas=res.settings.EVENTS_PUBLISH_ENABLED,
     )
     try:
         yield publisher
@@ -67,6 +68,7 @@ class DeltaPublisher:
         *,
         attempt: int,
         flush_interval: float,
+        deltas: bool = True,
     ) -> None:
         self._writer = writer
         self._conversation_id = conversation_id
@@ -79,7 +81,9 @@ class DeltaPublisher:
         self._has_text = asyncio.Event()
         self._draining = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._stopped = writer is None
+        # Without deltas (EVENTS_PUBLISH_ENABLED off) the stream still gets its `end`, so
+        # readers learn of the outcome at once.
+        self._stopped = writer is None or not deltas
 
     def add(self, text: str) -> None:
         """Take a piece of the answer; returns at once."""

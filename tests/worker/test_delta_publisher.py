@@ -252,3 +252,13 @@ async def test_without_publishing_the_attempt_still_completes_and_writes_nothing
 
     assert await run_generation(res, cid) is JobResult.COMPLETED
     assert not await redis.exists(events_key(settings.QUEUE_NAME, cid))
+
+
+async def test_with_publishing_off_the_stream_gets_only_its_end(
+    res: WorkerResources, session_factory: SessionFactory, redis: Redis, settings: Settings
+) -> None:
+    res.settings = res.settings.model_copy(update={"EVENTS_PUBLISH_ENABLED": False})
+    cid = await make_conversation(session_factory)
+
+    assert await run_generation(res, cid) is JobResult.COMPLETED
+    assert [e.kind for e in await _entries(redis, settings.QUEUE_NAME, cid)] == [EntryKind.END]
