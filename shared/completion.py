@@ -14,6 +14,21 @@ import uuid
 from redis.asyncio import Redis
 
 
+def cancel_channel(queue_name: str) -> str:
+    """The channel that carries the ids of conversations a client cancelled: the worker running
+    one stops its model call (`worker.cancellation`)."""
+    return f"{queue_name}:cancel"
+
+
+async def announce_cancelled(redis: Redis, queue_name: str, conversation_id: uuid.UUID) -> None:
+    """After the cancel is committed: stop the generation wherever it runs, and wake whoever
+    waits for the conversation to end."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.publish(cancel_channel(queue_name), str(conversation_id))
+        pipe.publish(finished_channel(queue_name), str(conversation_id))
+        await pipe.execute()
+
+
 def finished_channel(queue_name: str) -> str:
     """The channel that carries the ids of conversations that just ended."""
     return f"{queue_name}:finished"

@@ -30,6 +30,11 @@ MAX_ERROR_MESSAGE_CHARS = 2000
 _NUL, _REPLACEMENT = "\x00", "\ufffd"
 
 
+def storable_text(text: str) -> str:
+    """A model's text as PostgreSQL can store it (a NUL becomes U+FFFD)."""
+    return text.replace(_NUL, _REPLACEMENT)
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How one attempt (or a cancel) ends; make one with the class methods."""
@@ -59,7 +64,7 @@ class Outcome:
     ) -> Outcome:
         return cls(
             ConversationStatus.COMPLETED,
-            response=text.replace(_NUL, _REPLACEMENT),
+            response=storable_text(text),
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             latency_ms=round(latency_ms, 3),

@@ -4,7 +4,7 @@ event streams' Redis client."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httpx
@@ -20,6 +20,7 @@ from shared.redis_connection import connection_pool
 from shared.settings import Settings
 from shared.stream_events import EventStreamWriter
 from shared.telemetry import instrument_httpx, instrument_sqlalchemy
+from worker.cancellation import RunningGenerations
 from worker.observability import Observability
 
 PROCESS_NAME = "worker"
@@ -38,6 +39,8 @@ class WorkerResources:
     # arq's connections. None writes nothing at all (tests and the benchmark's baseline).
     events_redis: Redis
     events: EventStreamWriter | None
+    # The model calls this process runs, so a client's cancel can stop one.
+    running: RunningGenerations = field(default_factory=RunningGenerations)
 
     async def close(self) -> None:
         await self.http.aclose()

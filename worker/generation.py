@@ -29,7 +29,7 @@ from shared.models import Conversation, ConversationStatus, ModelVersion
 from shared.repositories.conversations import ConversationRepository
 from worker.backoff import retry_delay
 from worker.context import WorkerResources
-from worker.delta_publisher import announce_end, publishing
+from worker.delta_publisher import DeltaPublisher, announce_end, publishing
 from worker.observability import llm_span, record_llm_error, record_llm_result
 from worker.persistence import write_outcome
 
@@ -40,6 +40,7 @@ class JobResult(StrEnum):
     RETRY_SCHEDULED = "retry_scheduled"
     SKIPPED = "skipped"
     LEASE_LOST = "lease_lost"
+    CANCELLED = "cancelled"
 
 
 class _Claimed:
@@ -143,9 +144,14 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
     ):
         if claimed.attempt == 1 and claimed.conversation.queue_wait_ms is not None:
             res.obs.metrics.queue_wait_seconds.observe(claimed.conversation.queue_wait_ms / 1000)
+        text = _Collected(deltas.add)
+        call = asyncio.ensure_future(_attempt(res, claimed, on_text=text.add))
         try:
-            outcome = await _attempt(res, claimed, on_text=deltas.add)
+            with res.running.running(conversation_id, call):
+                outcome = await call
         except asyncio.CancelledError:
+            if _cancelled_by_client(res, conversation_id):
+                return await _keep_cancelled_text(res, claimed, text.so_far(), deltas)
             # Shutdown took the job away mid-call: hand the row back, the attempt unspent.
             deltas.close()
             await write_outcome(res, conversation_id, attempt=claimed.attempt, outcome=HANDED_BACK)
@@ -166,6 +172,45 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
 
 
 HANDED_BACK = Outcome.handed_back()
+
+
+class _Collected:
+    """The text generated so far, passed on to `sink` piece by piece."""
+
+    def __init__(self, sink: TextSink) -> None:
+        self._sink = sink
+        self._pieces: list[str] = []
+
+    def add(self, piece: str) -> None:
+        self._pieces.append(piece)
+        self._sink(piece)
+
+    def so_far(self) -> str:
+        return "".join(self._pieces)
+
+
+def _cancelled_by_client(res: WorkerResources, conversation_id: uuid.UUID) -> bool:
+    """The model call was stopped by a client's cancel, not the job by a shutdown."""
+    task = asyncio.current_task()
+    shutting_down = task is not None and task.cancelling() > 0
+    return not shutting_down and res.running.was_cancelled(conversation_id)
+
+
+async def _keep_cancelled_text(
+    res: WorkerResources, claimed: _Claimed, text: str, deltas: DeltaPublisher
+) -> JobResult:
+    """The client cancelled mid-call: the row is already `cancelled`; keep what the model had
+    said on it, and end the stream."""
+    conversation_id = claimed.conversation.id
+    await deltas.finish()
+    async with unit_of_work(res.session_factory) as session:
+        kept = await ConversationRepository(session).keep_cancelled_text(
+            conversation_id, attempt=claimed.attempt, text=text
+        )
+    await deltas.end()
+    await announce_end(res, conversation_id)
+    logger.info("generation_cancelled", kept_chars=len(text) if kept else 0)
+    return JobResult.CANCELLED
 
 
 async def _attempt(res: WorkerResources, claimed: _Claimed, *, on_text: TextSink) -> Outcome:

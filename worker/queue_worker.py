@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from contextlib import suppress
 from typing import Any
 
@@ -30,8 +31,10 @@ from loguru import logger
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from shared.completion import cancel_channel
 from shared.logs import instance_id
 from shared.queue import heartbeat_registry, wake_channel
+from worker.context import RESOURCES_KEY, WorkerResources
 
 _RESUBSCRIBE_MAX_SECONDS = 5.0
 _LISTEN_SECONDS = 1.0
@@ -94,17 +97,23 @@ class QueueWorker(Worker):
         return False
 
     async def _listen_for_work(self) -> None:
-        """Set the wake event on every announcement; resubscribe after a lost connection."""
+        """Set the wake event on every announcement, stop the generations clients cancel;
+        resubscribe after a lost connection."""
         delay = 0.1
+        wake, cancel = wake_channel(self.queue_name), cancel_channel(self.queue_name)
         while True:
             pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(wake_channel(self.queue_name))
+                await pubsub.subscribe(wake, cancel)
                 delay = 0.1
                 while True:
                     # A bounded wait: the pool's socket timeout would end an unbounded one.
                     message = await pubsub.get_message(timeout=_LISTEN_SECONDS)
-                    if message is not None:
+                    if message is None:
+                        continue
+                    if message["channel"] == cancel.encode():
+                        self._cancel(message["data"])
+                    else:
                         self._wake.set()
             except (RedisError, OSError) as exc:
                 logger.debug("wake_listener_reconnecting", error=type(exc).__name__)
@@ -115,6 +124,17 @@ class QueueWorker(Worker):
             self._wake.set()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RESUBSCRIBE_MAX_SECONDS)
+
+    def _cancel(self, data: bytes) -> None:
+        resources = self.ctx.get(RESOURCES_KEY)
+        if not isinstance(resources, WorkerResources):
+            return  # still starting: it runs nothing yet
+        try:
+            conversation_id = uuid.UUID(data.decode())
+        except ValueError:
+            return
+        if resources.running.cancel(conversation_id):
+            logger.info("generation_cancel_requested", conversation_id=str(conversation_id))
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Start as many of `job_ids` as there are free slots, in one round trip; a job that

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
-from api import long_poll
+from api import cancellation, long_poll
 from api.auth import Principal, PrincipalDep
-from api.deps import EngineDep, PageDep, SessionDep, SubmissionsDep
+from api.deps import EngineDep, PageDep, QueueDep, SessionDep, SubmissionsDep
 from api.errors import error_responses
 from shared.errors import ForbiddenError
 from shared.models import ConversationStatus
@@ -180,12 +180,18 @@ async def update_conversation(
     responses=error_responses(404, 409, 422, 503),
 )
 async def cancel_conversation(
-    conversation_id: uuid.UUID, session: SessionDep, caller: PrincipalDep
+    conversation_id: uuid.UUID, session: SessionDep, queue: QueueDep, caller: PrincipalDep
 ) -> ConversationRead:
-    """Cancel a pending or running conversation; a worker's late answer is discarded."""
+    """Cancel a pending or running conversation (409 once it has ended).
+
+    A pending one never reaches the model. A running one's model call is stopped within about
+    a second by the worker running it, and the text generated until then is kept as its
+    `response`; any later answer is discarded."""
     conversation = await service.cancel_conversation(
         session, conversation_id=conversation_id, owner_id=caller.owner_scope()
     )
+    await session.commit()
+    await cancellation.announce(queue, conversation_id)
     return ConversationRead.model_validate(conversation)
 
 
@@ -196,9 +202,12 @@ async def cancel_conversation(
     responses=error_responses(404, 422, 503),
 )
 async def delete_conversation(
-    conversation_id: uuid.UUID, session: SessionDep, caller: PrincipalDep
+    conversation_id: uuid.UUID, session: SessionDep, queue: QueueDep, caller: PrincipalDep
 ) -> None:
-    """Soft-delete a conversation (an unfinished one is cancelled first)."""
+    """Soft-delete a conversation (an unfinished one is cancelled first, its model call
+    stopped)."""
     await service.delete_conversation(
         session, conversation_id=conversation_id, owner_id=caller.owner_scope()
     )
+    await session.commit()
+    await cancellation.announce(queue, conversation_id)

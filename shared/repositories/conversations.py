@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.sql.expression import literal
 
-from shared.lifecycle import Outcome
+from shared.lifecycle import Outcome, storable_text
 from shared.models import Conversation, ConversationStatus
 from shared.repositories.base import RecordRepository
 from shared.schemas.conversations import ConversationOrder
@@ -96,6 +96,25 @@ class ConversationRepository(RecordRepository[Conversation]):
             update(Conversation)
             .where(Conversation.id == conversation_id, *fence)
             .values(**outcome.columns())
+            .returning(Conversation.id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+
+    async def keep_cancelled_text(
+        self, conversation_id: uuid.UUID, *, attempt: int, text: str
+    ) -> bool:
+        """A client cancelled `attempt` mid-generation: the row is `cancelled` already; the text
+        the model had produced becomes its response (once, and only for that attempt)."""
+        stmt = (
+            update(Conversation)
+            .where(
+                Conversation.id == conversation_id,
+                Conversation.status == ConversationStatus.CANCELLED.value,
+                Conversation.attempts == attempt,
+                Conversation.response.is_(None),
+            )
+            .values(response=storable_text(text), updated_at=func.now())
             .returning(Conversation.id)
             .execution_options(synchronize_session=False)
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import select
 import signal
 import socket
 import sys
@@ -286,12 +287,26 @@ class _Handler(BaseHTTPRequestHandler):
             yield data[index : index + 1]
 
     def _wait_released(self) -> bool:
-        """Wait until this held call is released; False when the server stops first."""
+        """Wait until this held call is released; False when the server stops first, or the
+        client closes the connection meanwhile (counted: the caller aborted the generation)."""
         assert self._ticket is not None
         while not self.server.state.wait_released(self._ticket, 0.05):
             if self.server.stopping.is_set():
                 return False
+            if self._client_left():
+                self.server.state.client_hung_up()
+                return False
         return True
+
+    def _client_left(self) -> bool:
+        """Whether the client closed its end: readable, with nothing left to read."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _hang_up(self) -> None:
         self.close_connection = True

@@ -64,6 +64,8 @@ class Stats:
     last_path: str | None = None
     last_headers: dict[str, str] = field(default_factory=dict)
     last_body: dict[str, Any] | None = None
+    # Held calls whose client closed the connection while they waited (a generation aborted).
+    client_hangups: int = 0
 
     def calls_for(self, prompt: str) -> int:
         """How many generation calls carried `prompt` as their last user message."""
@@ -78,6 +80,7 @@ class Stats:
             "last_path": self.last_path,
             "last_headers": self.last_headers,
             "last_body": self.last_body,
+            "client_hangups": self.client_hangups,
         }
 
 
@@ -109,6 +112,7 @@ class FakeLLMState:
             self._prompts: Counter[str] = Counter()
             self._models: Counter[str] = Counter()
             self._last: tuple[str | None, dict[str, str], dict[str, Any] | None] = (None, {}, None)
+            self._hangups = 0
 
     @property
     def behaviour(self) -> Behaviour:
@@ -162,10 +166,20 @@ class FakeLLMState:
                 return Decision(b, b.status)
             return Decision(b, None)
 
+    def client_hung_up(self) -> None:
+        with self._lock:
+            self._hangups += 1
+
     def stats(self) -> Stats:
         """A copy of the counters and the last request."""
         with self._lock:
-            return Stats(self._calls, dict(self._prompts), dict(self._models), *self._last)
+            return Stats(
+                self._calls,
+                dict(self._prompts),
+                dict(self._models),
+                *self._last,
+                client_hangups=self._hangups,
+            )
 
 
 def canonical_model(name: str) -> str:
