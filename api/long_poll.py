@@ -11,6 +11,7 @@ outage; meanwhile waits only run to their timeout.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -30,6 +31,19 @@ from shared.settings import Settings
 
 RECONNECT_MAX_SECONDS = 5.0
 WAIT_DOC = "Seconds to wait for the conversation to end (1-60); 0 answers at once"
+MAX_WAIT_SECONDS = 60
+_PREFER_WAIT = re.compile(r"(?:^|[,;])\s*wait\s*=\s*\"?(\d+)\"?\s*(?=$|[,;])", re.IGNORECASE)
+_RESPOND_ASYNC = re.compile(r"(?:^|[,;])\s*respond-async\s*(?=$|[,;])", re.IGNORECASE)
+
+
+def preferred_wait(prefer: str | None) -> int:
+    """Seconds a `Prefer` header (RFC 7240) asks to wait for the answer: its `wait=N`, at most
+    MAX_WAIT_SECONDS; 0 without one, or with `respond-async`. A preference, not a demand: what
+    cannot be understood is ignored."""
+    if not prefer or _RESPOND_ASYNC.search(prefer):
+        return 0
+    found = _PREFER_WAIT.search(prefer)
+    return min(int(found.group(1)), MAX_WAIT_SECONDS) if found else 0
 
 
 class FinishedListener:

@@ -64,6 +64,7 @@ async def create_conversation(
     data: ConversationCreate,
     caller: PrincipalDep,
     submissions: SubmissionsDep,
+    request: Request,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -75,12 +76,21 @@ async def create_conversation(
             "`Idempotent-Replayed: true`, and queues nothing; with another body, 422.",
         ),
     ] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="`wait=N` (RFC 7240; at most 60): answer with the finished "
+            "conversation (201) if it ends within N seconds, else the usual 202.",
+        ),
+    ] = None,
 ) -> Response:
     """Submit a prompt.
 
     Without `response`: stored as `pending` and answered with 202 at once; a worker
     generates the answer. Poll the URL in the `Location` header until `status` is
     `completed` or `failed`. With `response`: stored as `completed` (201), nothing queued.
+    With `Prefer: wait=N`: the finished conversation (201) if it ends within N seconds.
 
     A user key is limited to `SUBMIT_RATE_LIMIT` submissions and
     `MAX_ACTIVE_CONVERSATIONS_PER_USER` unfinished conversations (429 with `Retry-After`);
@@ -90,12 +100,26 @@ async def create_conversation(
     done = await submissions.submit(
         data, owner=owner, limited=not caller.is_admin, idempotency_key=idempotency_key
     )
-    headers = {"Location": submissions.location(done.conversation.id)}
+    conversation = done.conversation
+    headers = {"Location": submissions.location(conversation.id)}
     if done.replayed:
         headers["Idempotent-Replayed"] = "true"
+    wait = long_poll.preferred_wait(prefer) if done.queued else 0
+    if wait:
+        # Watched before the row is read again: an ending in between is not missed.
+        row = await long_poll.read_when_finished(
+            submissions.engine,
+            long_poll.get_finished_listener(request),
+            conversation_id=conversation.id,
+            owner_id=caller.owner_scope(),
+            wait_seconds=wait,
+        )
+        conversation = ConversationRead.model_validate(row)
+        headers["Preference-Applied"] = f"wait={wait}"
+    finished = conversation.status.is_terminal
     return _json(
-        done.conversation,
-        status.HTTP_202_ACCEPTED if done.queued else status.HTTP_201_CREATED,
+        conversation,
+        status.HTTP_202_ACCEPTED if done.queued and not finished else status.HTTP_201_CREATED,
         headers=headers,
     )
 

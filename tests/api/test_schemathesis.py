@@ -82,9 +82,12 @@ def _config(auth_document: Path) -> schemathesis.Config:
                 {"include-name": ["GET /conversations/{conversation_id}"], "parameters": LONG_POLL},
                 # Generated submissions reuse a few Idempotency-Key values with other bodies,
                 # which is refused with 422 by design (tests/api/test_idempotency.py).
+                # A submission preferring to wait for its answer waits its whole N seconds
+                # here (no worker runs); `Prefer: wait` is tested in tests/e2e/test_long_poll.py.
                 {
                     "include-name": ["POST /conversations"],
                     "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED_422}},
+                    "parameters": {"header.Prefer": "respond-async"},
                 },
             ],
         }

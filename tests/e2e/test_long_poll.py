@@ -137,3 +137,43 @@ def test_wait_is_bounded_and_another_users_conversation_is_not_found(
     theirs = httpx.get(url, params={"wait": LONG_WAIT}, headers=other_key, timeout=10)
     assert theirs.status_code == 404
     poll_stack.wait_all([cid])
+
+
+def _submit_preferring(stack: Stack, user: str, model: str, prompt: str, prefer: str) -> Any:
+    return httpx.post(
+        f"{stack.base_url}/conversations",
+        json={"user_id": user, "model_version_id": model, "prompt": prompt},
+        headers={**ADMIN_HEADERS, "Prefer": prefer},
+        timeout=LONG_WAIT + 30,
+    )
+
+
+def test_prefer_wait_answers_the_finished_conversation_when_it_ends_in_time(
+    poll_stack: Stack, llm: FakeLLMServer
+) -> None:
+    user, model = poll_stack.setup_model()
+    prompt = "prefer wait finishes"
+    response = _submit_preferring(poll_stack, user, model, prompt, f"wait={LONG_WAIT}")
+    assert response.status_code == 201, response.text
+    assert response.headers["Preference-Applied"] == f"wait={LONG_WAIT}"
+    body = response.json()
+    assert (body["status"], body["response"]) == ("completed", f"echo: {prompt}")
+    assert body == poll_stack.client.get(response.headers["Location"]).json()
+
+
+def test_prefer_wait_answers_202_with_the_state_then_when_it_does_not_end_in_time(
+    poll_stack: Stack, llm: FakeLLMServer
+) -> None:
+    llm.configure(hold=True)
+    user, model = poll_stack.setup_model()
+    prompt = "prefer wait times out"
+    response = _submit_preferring(poll_stack, user, model, prompt, "wait=1")
+    assert response.status_code == 202, response.text
+    assert response.headers["Preference-Applied"] == "wait=1"
+    assert response.json()["status"] in ("pending", "running")
+    # Asked to answer asynchronously: no wait, whatever else the header says.
+    at_once = _submit_preferring(poll_stack, user, model, f"{prompt} 2", "respond-async, wait=60")
+    assert at_once.status_code == 202
+    assert "Preference-Applied" not in at_once.headers
+    llm.configure(hold=False)
+    poll_stack.wait_all([response.json()["id"], at_once.json()["id"]])
