@@ -582,3 +582,32 @@ def test_network_policies_allow_only_the_dependencies(
     for name, component in [(API, "api"), (WORKER, "worker"), (MIGRATE, "migrate")]:
         selector = find(objects, "NetworkPolicy", name)["spec"]["podSelector"]["matchLabels"]
         assert selector["app.kubernetes.io/component"] == component, overlay
+
+
+# --- docs -----------------------------------------------------------------------------------
+
+
+def exported_series() -> set[str]:
+    names = set()
+    for family in create_metrics().registry.collect():
+        suffixes = {
+            "counter": ["_total"],
+            "histogram": ["_bucket", "_sum", "_count"],
+        }.get(family.type, [""])
+        names.update(family.name + suffix for suffix in suffixes)
+    return names
+
+
+def test_the_deploy_doc_alerts_on_series_the_service_exports() -> None:
+    """The alert and recording rules in docs/deploy.md name real metrics (or another exporter's)."""
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    text = "\n".join(re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL))
+    # A series is a name before a label selector or a range, or alone in parentheses.
+    selectors = set(re.findall(r"\b([a-z_]+)\s*[{\[]", text))
+    selectors |= set(re.findall(r"\(([a-z_]+)\)", text))
+    labels = {"namespace", "pod", "le", "status", "error_code"}
+    # kube-state-metrics and KEDA export theirs.
+    ours = {n for n in selectors - labels if not n.startswith(("kube_", "keda_"))}
+    assert ours, "no metric found in docs/deploy.md's rules"
+    unknown = ours - exported_series()
+    assert not unknown, f"docs/deploy.md names metrics nobody exports: {sorted(unknown)}"
