@@ -26,6 +26,7 @@ import yaml
 from kubernetes_validate.utils import latest_version
 from pydantic import AliasChoices, SecretStr
 
+from api.long_poll import MAX_WAIT_SECONDS
 from api.routes import health
 from shared.metrics import create_metrics
 from shared.settings import Settings, generate_admin_key
@@ -421,8 +422,8 @@ def test_api_grace_covers_the_pre_stop_pause(objects: list[dict[str, Any]]) -> N
     pod = find(objects, "Deployment", API)["spec"]["template"]["spec"]
     command = only_container(objects, API)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
-    # The pause, then the longest long-poll (GET /conversations/{id}?wait=60) to finish.
-    assert pod["terminationGracePeriodSeconds"] > int(command[1]) + 60
+    # The pause, then the longest wait a request may ask for (?wait=N, Prefer: wait=N).
+    assert pod["terminationGracePeriodSeconds"] > int(command[1]) + MAX_WAIT_SECONDS
 
 
 # --- pods -----------------------------------------------------------------------------------
