@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from loguru import logger
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.exceptions import RedisError
 
 from shared.completion import announce_finished
@@ -129,6 +130,12 @@ class DeltaPublisher:
             self._task.cancel()
 
     async def _pump(self) -> None:
+        # Untraced: a span per append (every flush interval of every generation) would be most
+        # of a job's spans and say nothing its job span and the stream's `end` do not.
+        with suppress_instrumentation():
+            await self._pump_untraced()
+
+    async def _pump_untraced(self) -> None:
         assert self._writer is not None
         while not self._stopped:
             await self._has_text.wait()

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from arq import Retry
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from redis.asyncio import Redis
 
 from shared.db import SessionFactory
@@ -262,3 +263,29 @@ async def test_with_publishing_off_the_stream_gets_only_its_end(
 
     assert await run_generation(res, cid) is JobResult.COMPLETED
     assert [e.kind for e in await _entries(redis, settings.QUEUE_NAME, cid)] == [EntryKind.END]
+
+
+async def test_the_batched_appends_are_not_traced_and_the_end_is(
+    writer: EventStreamWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A span per flush would be most of a job's spans: the pump runs with instrumentation
+    suppressed; the single `end` append keeps its span."""
+    traced: dict[str, list[bool]] = {"delta": [], "end": []}
+    append_delta, append_end = writer.append_delta, writer.append_end
+
+    async def delta(*args: object, **kwargs: object) -> int:
+        traced["delta"].append(is_instrumentation_enabled())
+        return await append_delta(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def end(*args: object, **kwargs: object) -> None:
+        traced["end"].append(is_instrumentation_enabled())
+        await append_end(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writer, "append_delta", delta)
+    monkeypatch.setattr(writer, "append_end", end)
+    publisher = DeltaPublisher(writer, uuid.uuid4(), attempt=1, flush_interval=0.01)
+    publisher.add("one ")
+    publisher.add("two")
+    await publisher.finish()
+    await publisher.end()
+    assert traced == {"delta": [False], "end": [True]}
