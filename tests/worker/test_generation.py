@@ -268,8 +268,10 @@ async def test_a_finished_conversation_is_not_generated_again(
 ) -> None:
     cid = await make_conversation(session_factory)
     assert await run_generation(res, cid) is JobResult.COMPLETED
-    assert await run_generation(res, cid) is JobResult.SKIPPED
+    with captured_logging("worker") as logs:
+        assert await run_generation(res, cid) is JobResult.SKIPPED
     assert fake_llm.stats().generation_calls == 1
+    assert [r["extra"] for r in logs.find("job_skipped")] == [{"reason": "finished_or_deleted"}]
 
 
 async def test_a_row_leased_elsewhere_is_deferred_not_generated(
@@ -281,9 +283,17 @@ async def test_a_row_leased_elsewhere_is_deferred_not_generated(
     assert held is not None
     assert held.lease_expires_at is not None
     before = datetime.now(UTC)
-    with pytest.raises(Retry) as deferred:
+    with captured_logging("worker") as logs, pytest.raises(Retry) as deferred:
         await run_generation(res, cid)
     after = datetime.now(UTC)
+    # The log says why and for how long, to the tenth of a second arq was given.
+    (line,) = logs.find("job_deferred")
+    assert deferred.value.defer_score is not None
+    assert line["extra"]["reason"] == "leased_elsewhere"
+    assert line["extra"]["defer_seconds"] == pytest.approx(
+        deferred.value.defer_score / 1000, abs=0.051
+    )
+    assert round(line["extra"]["defer_seconds"], 1) == line["extra"]["defer_seconds"]
     # Back one second after the other worker's lease runs out, whenever that is.
     assert deferred.value.defer_score is not None
     defer = timedelta(milliseconds=deferred.value.defer_score - 1000)
@@ -357,8 +367,12 @@ async def test_a_stale_attempt_that_finishes_late_is_discarded(
     fake_llm.configure(reply="fresh answer")
     second = asyncio.create_task(run_generation(res, cid))
     await _in_flight(fake_llm, calls=2)
-    fake_llm.release(1)  # attempt 1 answers first, while attempt 2 holds the row
-    assert await first is JobResult.LEASE_LOST
+    with captured_logging("worker") as logs:
+        fake_llm.release(1)  # attempt 1 answers first, while attempt 2 holds the row
+        assert await first is JobResult.LEASE_LOST
+    assert [(r["level"], r["extra"]) for r in logs.find("result_discarded")] == [
+        ("WARNING", {"reason": "lease_lost_or_cancelled", "attempt": "1"})
+    ]
     running = await load(session_factory, cid)
     assert (running.status, running.attempts, running.response) == ("running", 2, None)
     fake_llm.release(1)

@@ -17,6 +17,7 @@ from shared.models import Conversation, ConversationStatus
 from shared.repositories.conversations import ConversationRepository
 from tests.factories import load, make_conversation, set_columns
 from tests.support.fake_llm import FakeLLMServer
+from tests.support.log_capture import captured_logging
 from worker.context import WorkerResources
 from worker.generation import run_generation
 
@@ -186,13 +187,17 @@ async def test_a_worker_stopped_mid_call_hands_the_row_back(
     pending with the attempt unspent, so the next worker starts it as attempt 1 again."""
     fake_llm.configure(hold=True)
     cid = await make_conversation(session_factory)
-    task = asyncio.create_task(run_generation(res, cid))
-    async with asyncio.timeout(10):
-        while fake_llm.stats().generation_calls < 1:
-            await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    with captured_logging("worker") as logs:
+        task = asyncio.create_task(run_generation(res, cid))
+        async with asyncio.timeout(10):
+            while fake_llm.stats().generation_calls < 1:
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [(r["level"], r["extra"]) for r in logs.find("generation_handed_back")] == [
+        ("WARNING", {"reason": "worker_shutdown", "attempt": "1"})
+    ]
     fake_llm.configure(hold=False)
     row = await load(session_factory, cid)
     assert (row.status, row.attempts, row.lease_expires_at) == ("pending", 0, None)

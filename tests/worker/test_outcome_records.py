@@ -86,6 +86,34 @@ async def test_a_completion_is_counted_for_its_model_version_and_logged_with_its
     ]
 
 
+def _queue_wait(res: WorkerResources) -> tuple[float, float]:
+    registry = res.obs.metrics.registry
+    count = registry.get_sample_value("queue_wait_seconds_count") or 0.0
+    total = registry.get_sample_value("queue_wait_seconds_sum") or 0.0
+    return count, total
+
+
+async def test_the_queue_wait_is_observed_once_in_seconds_on_the_first_attempt_only(
+    res: WorkerResources,
+    session_factory: SessionFactory,
+    fake_llm: FakeLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(generation, "retry_delay", lambda *_, **__: 0.01)
+    fake_llm.configure(mode="fail_n_then_ok", fail_n=1, status=503)
+    cid = await make_conversation(session_factory)
+    count, total = _queue_wait(res)
+    with pytest.raises(Retry):
+        await run_generation(res, cid)
+    waited = (await load(session_factory, cid)).queue_wait_ms
+    assert waited is not None
+    after_first = _queue_wait(res)
+    assert after_first[0] == count + 1
+    assert after_first[1] - total == pytest.approx(waited / 1000)
+    assert await run_generation(res, cid) is JobResult.COMPLETED
+    assert _queue_wait(res) == after_first
+
+
 async def test_a_failure_is_counted_under_its_error_code_and_logged_as_a_warning(
     res: WorkerResources,
     session_factory: SessionFactory,
