@@ -537,6 +537,20 @@ def test_migration_job_runs_the_prestart_script_once(objects: list[dict[str, Any
     assert not first & {"Deployment", "ScaledObject"}
 
 
+def test_autoscaled_deployments_leave_the_count_to_the_autoscaler(
+    objects: list[dict[str, Any]],
+) -> None:
+    """A `replicas` in the manifest would reset the count at every apply."""
+    scaled = {
+        o["spec"]["scaleTargetRef"]["name"]
+        for o in objects
+        if o["kind"] in {"HorizontalPodAutoscaler", "ScaledObject"}
+    }
+    assert scaled == {API, WORKER}
+    for name in scaled:
+        assert "replicas" not in find(objects, "Deployment", name)["spec"], name
+
+
 def test_disruption_budgets_cover_running_pods(objects: list[dict[str, Any]]) -> None:
     for name in (API, WORKER):
         budget = find(objects, "PodDisruptionBudget", name)["spec"]
