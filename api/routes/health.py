@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -93,4 +92,4 @@ async def ready(
     if not admin:
         return _OK
     status = await sample_queue(queue, session_factory, settings.QUEUE_NAME)
-    return {"status": "ok", "checks": checks, "queue": asdict(status)}
+    return {"status": "ok", "checks": checks, "queue": status.details()}

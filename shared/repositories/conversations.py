@@ -19,8 +19,6 @@ CONVERSATION_ORDER: dict[ConversationOrder, ColumnElement[Any]] = {
     ConversationOrder.LATENCY_MS_DESC: Conversation.latency_ms.desc().nulls_last(),
 }
 
-# Readiness and metrics count pending rows up to here ("at least"), in bounded time.
-PENDING_COUNT_LIMIT = 10_000
 _RUNNING = ConversationStatus.RUNNING.value
 _PENDING = ConversationStatus.PENDING.value
 _UNFINISHED = (_PENDING, _RUNNING)
@@ -221,18 +219,9 @@ class ConversationRepository(RecordRepository[Conversation]):
         )
         return list((await self.session.scalars(stmt)).all())
 
-    async def queue_stats(
-        self, *, count_up_to: int = PENDING_COUNT_LIMIT
-    ) -> tuple[int, float | None]:
-        """Pending rows, counted no further than `count_up_to`, and the age in seconds of the
-        oldest one. Both cost the same however many rows wait: probes and scrapes call this."""
-        pending = (
-            select(Conversation.created_at)
-            .where(Conversation.status == _PENDING, Conversation.is_active)
-            .limit(count_up_to)
-            .subquery()
-        )
-        count = await self.session.scalar(select(func.count()).select_from(pending))
+    async def oldest_pending_age(self) -> float | None:
+        """Seconds the oldest active pending row has waited (None: none waits). One index
+        lookup however many rows wait: probes and scrapes call this."""
         oldest = (
             select(func.extract("epoch", func.now() - Conversation.created_at))
             .where(Conversation.status == _PENDING, Conversation.is_active)
@@ -240,4 +229,4 @@ class ConversationRepository(RecordRepository[Conversation]):
             .limit(1)
         )
         age = await self.session.scalar(oldest)
-        return int(count or 0), (float(age) if age is not None else None)
+        return float(age) if age is not None else None

@@ -381,11 +381,11 @@ async def test_get_owned_for_update_locks_the_row_until_the_transaction_ends(
         await other.close()
 
 
-async def test_queue_stats_count_active_pending_rows_and_their_oldest_age(
+async def test_the_oldest_pending_age_is_that_of_the_oldest_active_pending_row(
     session_factory: SessionFactory,
 ) -> None:
     async with session_factory() as session:
-        assert await ConversationRepository(session).queue_stats() == (0, None)
+        assert await ConversationRepository(session).oldest_pending_age() is None
     pending, deleted, running, done = [await make_conversation(session_factory) for _ in range(4)]
     await set_columns(session_factory, pending, created_at=datetime.now(UTC) - timedelta(hours=1))
     # Far older than the pending row: had any of them counted, the age would say so.
@@ -394,8 +394,7 @@ async def test_queue_stats_count_active_pending_rows_and_their_oldest_age(
     await set_columns(session_factory, running, status="running", created_at=ancient)
     await set_columns(session_factory, done, status="completed", created_at=ancient)
     async with session_factory() as session:
-        count, age = await ConversationRepository(session).queue_stats()
-    assert count == 1
+        age = await ConversationRepository(session).oldest_pending_age()
     assert age is not None
     assert 3600 <= age < 7200  # the pending row's hour, not the month of the others
 
