@@ -148,16 +148,6 @@ class ConversationRepository(RecordRepository[Conversation]):
             return None
         return conversation
 
-    async def count_unfinished(self, user_id: uuid.UUID, *, up_to: int) -> int:
-        """The user's pending + running rows, counted no further than `up_to`."""
-        unfinished = (
-            select(Conversation.id)
-            .where(Conversation.user_id == user_id, Conversation.status.in_(_UNFINISHED))
-            .limit(up_to)
-            .subquery()
-        )
-        return int(await self.session.scalar(select(func.count()).select_from(unfinished)) or 0)
-
     async def reclaim_expired_leases(self, *, max_attempts: int, limit: int) -> list[uuid.UUID]:
         """Running rows whose worker vanished go back to pending, or fail when out of tries.
 

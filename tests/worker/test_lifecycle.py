@@ -397,19 +397,3 @@ async def test_the_oldest_pending_age_is_that_of_the_oldest_active_pending_row(
         age = await ConversationRepository(session).oldest_pending_age()
     assert age is not None
     assert 3600 <= age < 7200  # the pending row's hour, not the month of the others
-
-
-async def test_unfinished_rows_are_counted_up_to_the_bound(
-    session_factory: SessionFactory,
-) -> None:
-    ids = [await make_conversation(session_factory) for _ in range(5)]
-    user = (await load(session_factory, ids[0])).user_id
-    for cid in ids[1:]:
-        await set_columns(session_factory, cid, user_id=user)
-    await set_columns(session_factory, ids[0], status="completed")
-    await set_columns(session_factory, ids[1], status="running")
-    async with session_factory() as session:
-        repo = ConversationRepository(session)
-        assert await repo.count_unfinished(user, up_to=10) == 4
-        assert await repo.count_unfinished(user, up_to=2) == 2
-        assert await repo.count_unfinished(uuid.uuid4(), up_to=10) == 0
