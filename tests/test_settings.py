@@ -16,6 +16,7 @@ from shared.settings import (
     admin_key_setting_problem,
     generate_admin_key,
     load_settings,
+    parse_host_ports,
     parse_rate_limit,
     timeouts_problem,
 )
@@ -203,6 +204,18 @@ def test_rate_limits_in_the_limits_notation_are_accepted(
 @pytest.mark.parametrize("value", ["off", "OFF", "none", "None", "", "  "])
 def test_a_rate_limit_can_be_turned_off(value: str) -> None:
     assert parse_rate_limit(value) is None
+
+
+def test_host_port_lists_take_every_valid_port_and_the_last_colon() -> None:
+    assert parse_host_ports("a:1, ,b:65535,[::1]:26379") == [
+        ("a", 1),
+        ("b", 65535),
+        ("[::1]", 26379),
+    ]
+    for bad in ("a:65536", "a:-1", "a:1,b"):
+        with pytest.raises(ValueError, match=r"^expected host:port") as error:
+            parse_host_ports(bad)
+        assert str(error.value) == f"expected host:port, got {bad.split(',')[-1]!r}"
 
 
 def test_a_malformed_rate_limit_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
