@@ -10,8 +10,7 @@ from sqlalchemy.engine import URL
 from shared.settings import Settings
 from tests.support import database
 from tests.support.fake_llm import FakeLLMServer
-from tests.support.processes import start_api
-from tests.support.stack import Stack, stack_env
+from tests.support.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +28,5 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
-    own = settings.model_copy(
-        update={"DATABASE_URL": e2e_database.render_as_string(hide_password=False)}
-    )
-    env = stack_env(own, fake_llm_server.url, workdir)
-    api, base_url = start_api(env, workdir)
-    running = Stack(base_url=base_url, api=api, env=env, workdir=workdir)
-    try:
-        running.add_worker()
-        running.add_worker()
+    with running_stack(settings, e2e_database, fake_llm_server.url, workdir, workers=2) as running:
         yield running
-    finally:
-        running.stop()

@@ -20,8 +20,7 @@ from shared.settings import Settings
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.fault_stack import wait_for_calls
-from tests.support.processes import start_api
-from tests.support.stack import Stack, stack_env
+from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -42,17 +41,10 @@ def poll_stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("long-poll")
-    own = settings.model_copy(
-        update={"DATABASE_URL": e2e_database.render_as_string(hide_password=False)}
-    )
-    env = stack_env(own, fake_llm_server.url, workdir, **GENEROUS_ENV)
-    api, base_url = start_api(env, workdir)
-    running = Stack(base_url=base_url, api=api, env=env, workdir=workdir)
-    try:
-        running.add_worker()
+    with running_stack(
+        settings, e2e_database, fake_llm_server.url, workdir, **GENEROUS_ENV
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

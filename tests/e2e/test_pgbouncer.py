@@ -23,8 +23,7 @@ from tests.support import pgbouncer
 from tests.support.auth import bearer
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.pgbouncer import PgBouncer
-from tests.support.processes import start_api
-from tests.support.stack import Stack, stack_env
+from tests.support.stack import Stack, running_stack
 
 pytestmark = [
     pytest.mark.e2e,
@@ -53,17 +52,11 @@ def pooled_stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("pooled")
-    through = bouncer.url(e2e_database).render_as_string(hide_password=False)
-    own = settings.model_copy(update={"DATABASE_URL": through})
-    env = stack_env(own, fake_llm_server.url, workdir, DB_TRANSACTION_POOLER="true")
-    api, base_url = start_api(env, workdir)
-    running = Stack(base_url=base_url, api=api, env=env, workdir=workdir)
-    try:
-        running.add_worker()
-        running.add_worker()
+    through = bouncer.url(e2e_database)
+    with running_stack(
+        settings, through, fake_llm_server.url, workdir, workers=2, DB_TRANSACTION_POOLER="true"
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_conversations_flow_through_a_transaction_pooler(

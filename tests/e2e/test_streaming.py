@@ -25,9 +25,8 @@ from tests.support import database
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.fault_stack import open_stack, wait_for_calls
-from tests.support.processes import start_api
 from tests.support.sse_client import EventReader, deltas, text_of
-from tests.support.stack import Stack, stack_env
+from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -49,19 +48,11 @@ def streaming_stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("streaming")
-    own = settings.model_copy(
-        update={"DATABASE_URL": e2e_database.render_as_string(hide_password=False)}
-    )
-    env = stack_env(
-        own, fake_llm_server.url, workdir, OPENAI_BASE_URL=fake_llm_server.url, **STREAMING_ENV
-    )
-    api, base_url = start_api(env, workdir)
-    running = Stack(base_url=base_url, api=api, env=env, workdir=workdir)
-    try:
-        running.add_worker()
+    llm = fake_llm_server.url
+    with running_stack(
+        settings, e2e_database, llm, workdir, OPENAI_BASE_URL=llm, **STREAMING_ENV
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import URL
 
 from shared.settings import Settings
 from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
-from tests.support.processes import Process, start_worker
+from tests.support.processes import Process, start_api, start_worker
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -117,3 +120,29 @@ class Stack:
         self.client.close()
         for process in [*self.workers, self.api]:
             process.stop()
+
+
+@contextmanager
+def running_stack(
+    settings: Settings,
+    database: URL,
+    llm_url: str,
+    workdir: Path,
+    *,
+    workers: int = 1,
+    **env: str,
+) -> Iterator[Stack]:
+    """The API and `workers` worker processes on `database` (`env` on top of `stack_env`),
+    stopped when the block ends."""
+    own = settings.model_copy(
+        update={"DATABASE_URL": database.render_as_string(hide_password=False)}
+    )
+    full_env = stack_env(own, llm_url, workdir, **env)
+    api, base_url = start_api(full_env, workdir)
+    running = Stack(base_url=base_url, api=api, env=full_env, workdir=workdir)
+    try:
+        for _ in range(workers):
+            running.add_worker()
+        yield running
+    finally:
+        running.stop()
