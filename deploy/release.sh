@@ -5,7 +5,8 @@
 set -euo pipefail
 
 overlay=${1:?usage: deploy/release.sh deploy/overlays/<name>}
-timeout=${MIGRATE_TIMEOUT:-15m}
+# The Job stops itself after activeDeadlineSeconds (900 s); this waits a little longer.
+timeout=${MIGRATE_TIMEOUT_SECONDS:-960}
 manifests=$(mktemp)
 trap 'rm -f "$manifests"' EXIT
 
@@ -20,12 +21,23 @@ namespace=$(sed -n 's/^  namespace: //p' "$manifests" | sort -u)
 #    template cannot change, so the previous release's Job goes first.
 kubectl -n "$namespace" delete job ai-eng-api-migrate --ignore-not-found --wait
 kubectl apply -f "$manifests" -l 'app.kubernetes.io/component in (config,migrate)'
-if ! kubectl -n "$namespace" wait --for=condition=complete job/ai-eng-api-migrate \
-  --timeout="$timeout"; then
-  kubectl -n "$namespace" logs job/ai-eng-api-migrate --tail=50 >&2 || true
-  echo "migration did not complete: nothing else applied" >&2
-  exit 1
-fi
+# Until the Job has completed or failed (kubectl wait watches for one condition only).
+deadline=$((SECONDS + timeout))
+while :; do
+  conditions=$(kubectl -n "$namespace" get job/ai-eng-api-migrate \
+    -o 'jsonpath={range .status.conditions[?(@.status=="True")]}{.type} {end}') || conditions=
+  case " $conditions " in
+    *" Complete "*) break ;;
+    *" Failed "*) failed="the Job failed" ;;
+    *) ((SECONDS < deadline)) || failed="the Job did not finish in ${timeout} s" ;;
+  esac
+  if [[ -n ${failed:-} ]]; then
+    kubectl -n "$namespace" logs job/ai-eng-api-migrate --tail=50 >&2 || true
+    echo "migration not done ($failed): nothing else applied" >&2
+    exit 1
+  fi
+  sleep 5
+done
 
 # 2. Everything: the Deployments roll (the API one pod at a time, never below its count).
 kubectl apply -f "$manifests"
