@@ -354,6 +354,29 @@ async def test_a_conversation_ended_while_it_generates_keeps_no_late_answer(
     assert cid not in due
 
 
+async def test_a_stale_attempt_stopped_at_shutdown_does_not_hand_back_the_newer_attempts_row(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    """Attempt 1 lost its lease and attempt 2 holds the row when attempt 1's worker shuts
+    down: its hand-back is fenced by its attempt number like every other write."""
+    fake_llm.configure(hold=True)
+    cid = await make_conversation(session_factory)
+    first = asyncio.create_task(run_generation(res, cid))
+    await _in_flight(fake_llm)
+    await set_columns(session_factory, cid, lease_expires_at=datetime.now(UTC) - timedelta(1))
+    second = asyncio.create_task(run_generation(res, cid))
+    await _in_flight(fake_llm, calls=2)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    running = await load(session_factory, cid)
+    assert (running.status, running.attempts) == ("running", 2)
+    assert running.lease_expires_at is not None
+    fake_llm.configure(hold=False)
+    assert await second is JobResult.COMPLETED
+    assert (await load(session_factory, cid)).attempts == 2
+
+
 async def test_a_stale_attempt_that_finishes_late_is_discarded(
     res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
 ) -> None:
