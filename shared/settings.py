@@ -23,6 +23,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
+from shared.webhooks import AllowedHosts, parse_allowed_hosts, secret_problem
+
 
 class Environment(StrEnum):
     DEV = "DEV"
@@ -141,6 +143,15 @@ class Settings(BaseSettings):
     EVENTS_RETENTION_SECONDS: Annotated[int, Field(ge=1)] = 300
     EVENTS_KEEPALIVE_SECONDS: PositiveFloat = 15.0
 
+    # Signed webhooks (docs/webhooks.md): the Standard Webhooks secret ("whsec_<base64>"),
+    # required once a submission names a callback_url; where callbacks may go; how hard to try.
+    WEBHOOK_SECRET: SecretStr | None = None
+    WEBHOOK_ALLOWED_HOSTS: str = ""
+    WEBHOOK_MAX_ATTEMPTS: Annotated[int, Field(ge=1, le=50)] = 8
+    WEBHOOK_TIMEOUT_SECONDS: PositiveFloat = 10.0
+    WEBHOOK_RETRY_BASE_SECONDS: PositiveFloat = 5.0
+    WEBHOOK_RETRY_MAX_SECONDS: PositiveFloat = 600.0
+
     OPENAI_BASE_URL: AnyHttpUrl | None = None
     OPENAI_API_KEY: SecretStr | None = None
 
@@ -173,6 +184,24 @@ class Settings(BaseSettings):
     @property
     def redis_sentinels(self) -> list[tuple[str, int]]:
         return parse_host_ports(self.REDIS_SENTINELS)
+
+    @field_validator("WEBHOOK_SECRET")
+    @classmethod
+    def _webhook_secret_format(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = None if value is None else secret_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("WEBHOOK_ALLOWED_HOSTS")
+    @classmethod
+    def _webhook_hosts_parse(cls, value: str) -> str:
+        parse_allowed_hosts(value)
+        return value
+
+    @property
+    def webhook_allowed_hosts(self) -> AllowedHosts:
+        return parse_allowed_hosts(self.WEBHOOK_ALLOWED_HOSTS)
 
     @field_validator("SUBMIT_RATE_LIMIT")
     @classmethod
