@@ -5,6 +5,7 @@ from shared.models.base import Base
 from shared.models.conversation import TERMINAL_STATUSES, Conversation, ConversationStatus
 from shared.models.model_version import ModelVersion
 from shared.models.user import User
+from shared.models.webhook_delivery import DeliveryState, WebhookDelivery
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -12,6 +13,8 @@ __all__ = [
     "Base",
     "Conversation",
     "ConversationStatus",
+    "DeliveryState",
     "ModelVersion",
     "User",
+    "WebhookDelivery",
 ]

@@ -72,6 +72,8 @@ class Conversation(Record):
     # the body it came with (a reuse with another body is refused).
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Where the finished conversation is delivered (docs/webhooks.md); None: nowhere.
+    callback_url: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status"),
@@ -94,6 +96,12 @@ class Conversation(Record):
             "idempotency_key",
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        # The sweeper's look for finished conversations whose webhook delivery was never made.
+        Index(
+            "ix_conversation_completed_at_callback",
+            "completed_at",
+            postgresql_where=text("callback_url IS NOT NULL"),
         ),
         # Counting one user's unfinished conversations (the per-user cap at submit).
         Index(

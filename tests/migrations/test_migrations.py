@@ -76,6 +76,8 @@ def test_models_match_the_migrations(database_url: URL) -> None:
 
 BEFORE_API_KEYS = "9ae7be97a623"
 API_KEYS = "5c1d2e3f4a5b"
+IDEMPOTENCY = "7d2e4f6a8b9c"
+WEBHOOKS = "8e3f5a7b9c1d"
 
 _SEED = """
 WITH u AS (INSERT INTO "user" (email) VALUES ('kept@example.com') RETURNING id),
@@ -143,7 +145,7 @@ def test_downgrading_the_idempotency_migration_keeps_every_conversation_but_its_
     idempotency keys and body fingerprints go, so a retry after a downgrade is a new
     submission. Upgrading again brings the columns back empty."""
     config = database.alembic_config(empty_database)
-    command.upgrade(config, "head")
+    command.upgrade(config, IDEMPOTENCY)
     _sql(empty_database, _SEED)
     _sql(empty_database, "UPDATE conversation SET idempotency_key = 'k-' || id, request_hash = 'h'")
     before = _content(empty_database)
@@ -159,4 +161,38 @@ def test_downgrading_the_idempotency_migration_keeps_every_conversation_but_its_
     command.upgrade(config, "head")
     keys = _sql(empty_database, "SELECT idempotency_key, request_hash FROM conversation")
     assert keys == [{"idempotency_key": None, "request_hash": None}] * 2
+    assert _diff(empty_database) == []
+
+
+def test_downgrading_the_webhooks_migration_keeps_every_conversation_but_its_callback(
+    empty_database: URL,
+) -> None:
+    """The decision (see the migration's docstring): conversations stay as they are; their
+    callback URLs and the delivery log go, so deliveries not yet made are never made.
+    Upgrading again brings the column back empty and the log with no rows."""
+    config = database.alembic_config(empty_database)
+    command.upgrade(config, WEBHOOKS)
+    _sql(empty_database, _SEED)
+    _sql(empty_database, "UPDATE conversation SET callback_url = 'https://example.com/hook'")
+    _sql(
+        empty_database,
+        "INSERT INTO webhook_delivery (conversation_id, url, webhook_id, attempts, history) "
+        "SELECT id, callback_url, 'msg_' || id, 1, '[{\"attempt\": 1}]' FROM conversation",
+    )
+    before = _content(empty_database)
+
+    command.downgrade(config, IDEMPOTENCY)
+    assert "webhook_delivery" not in _tables(empty_database)
+    kept = _content(empty_database)
+    assert kept["conversation"] == [
+        {k: v for k, v in row.items() if k != "callback_url"} for row in before["conversation"]
+    ]
+    assert (kept['"user"'], kept["model_version"]) == (before['"user"'], before["model_version"])
+
+    command.upgrade(config, "head")
+    assert (
+        _sql(empty_database, "SELECT callback_url FROM conversation")
+        == [{"callback_url": None}] * 2
+    )
+    assert _sql(empty_database, "SELECT count(*) AS n FROM webhook_delivery") == [{"n": 0}]
     assert _diff(empty_database) == []
