@@ -54,6 +54,7 @@ WRITTEN = (
     "completed_at",
     "idempotency_key",
     "request_hash",
+    "callback_url",
 )
 _NEW_VALUES = ", ".join(f"${n}" for n in range(5, 5 + len(WRITTEN) - 2))
 

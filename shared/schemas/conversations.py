@@ -22,6 +22,9 @@ Prompt = Annotated[
     str, StringConstraints(min_length=1, max_length=100_000, pattern=NO_NUL_NOT_BLANK)
 ]
 LongText = Annotated[str, StringConstraints(max_length=100_000, pattern=NO_NUL)]
+CallbackUrl = Annotated[
+    str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://\S+$")
+]
 
 
 class ConversationOrder(StrEnum):
@@ -48,6 +51,12 @@ class ConversationCreate(StrictInput):
         default=None,
         description="Give it to store an answered conversation (201); omit it to have a "
         "worker generate the answer (202).",
+    )
+    callback_url: CallbackUrl | None = Field(
+        default=None,
+        description="http(s) URL that receives the conversation, signed (Standard Webhooks), "
+        "once it is completed, failed or cancelled; see docs/webhooks.md. Only for a "
+        "generated conversation (not with `response`).",
     )
 
 
@@ -80,6 +89,7 @@ class ConversationRead(ReadModel):
     prompt_version: str | None
     finish_reason: str | None
     trace_id: str | None
+    callback_url: str | None = Field(description="Where the finished conversation is delivered.")
     input_tokens: int | None
     output_tokens: int | None
     total_tokens: int | None
