@@ -13,6 +13,7 @@ from loguru import logger
 from shared.job_contract import GENERATE_CONVERSATION, deserialize_job, serialize_job
 from shared.queue import create_queue_pool, heartbeat_key
 from shared.settings import Settings
+from shared.webhook_deliveries import DELIVER_WEBHOOK
 from worker.context import (
     RESOURCES_KEY,
     WorkerResources,
@@ -24,6 +25,7 @@ from worker.jobs import generate_conversation
 from worker.observability import Observability
 from worker.queue_worker import QueueWorker
 from worker.sweeper import sweep_job
+from worker.webhook_delivery import deliver_webhook, job_timeout
 
 # Attempts are counted in PostgreSQL (WORKER_MAX_ATTEMPTS); arq's own count only has to stay
 # out of the way, including the re-runs that deferrals and shutdown hand-backs cause.
@@ -46,7 +48,7 @@ def build_worker(settings: Settings, obs: Observability, **overrides: Any) -> Qu
 
     interval = settings.WORKER_SWEEP_INTERVAL_SECONDS
     options: dict[str, Any] = {
-        "functions": [_generate_function(settings)],
+        "functions": [_generate_function(settings), _webhook_function(settings)],
         "cron_jobs": [
             cron(
                 sweep_job,
@@ -86,6 +88,16 @@ def _generate_function(settings: Settings) -> Any:
         generate_conversation,
         name=GENERATE_CONVERSATION,
         timeout=settings.WORKER_JOB_TIMEOUT_SECONDS,
+        keep_result=0,
+        max_tries=ARQ_MAX_TRIES,
+    )
+
+
+def _webhook_function(settings: Settings) -> Any:
+    return func(
+        deliver_webhook,
+        name=DELIVER_WEBHOOK,
+        timeout=job_timeout(settings),
         keep_result=0,
         max_tries=ARQ_MAX_TRIES,
     )

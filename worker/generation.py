@@ -32,6 +32,7 @@ from worker.context import WorkerResources
 from worker.delta_publisher import DeltaPublisher, announce_end, publishing
 from worker.observability import llm_span, record_llm_error, record_llm_result
 from worker.persistence import write_outcome
+from worker.webhook_delivery import schedule_webhook
 
 
 class JobResult(StrEnum):
@@ -165,6 +166,7 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
         if outcome.status.is_terminal:
             await deltas.end()
             await announce_end(res, conversation_id)
+            await schedule_webhook(res, conversation_id)
         _record(res, claimed, outcome)
         if outcome.retry_in_seconds is not None:
             raise Retry(defer=outcome.retry_in_seconds)

@@ -19,6 +19,7 @@ from shared.db import unit_of_work
 from shared.queue import enqueue_generation, release_job
 from shared.repositories.conversations import ConversationRepository
 from worker.context import WorkerResources, resources
+from worker.webhook_sweep import sweep_webhooks
 
 SWEEP_BATCH = 500
 
@@ -53,6 +54,7 @@ async def sweep(res: WorkerResources, queue: ArqRedis) -> SweepReport:
         await release_job(queue, conversation_id)
     # Reclaimed rows are due at once; the others had their grace period to show up.
     requeued = await _enqueue_all(queue, list(dict.fromkeys([*reclaimed, *due])))
+    await sweep_webhooks(res, queue)
     report = SweepReport(reclaimed=len(reclaimed), requeued=requeued)
     if report.reclaimed or report.requeued:
         logger.info("sweep_done", reclaimed=report.reclaimed, requeued=report.requeued)
