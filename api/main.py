@@ -25,6 +25,7 @@ from api.routes import (
     metrics,
     model_versions,
     users,
+    webhooks,
 )
 from api.submission import Submissions
 from shared.db import create_engine, create_session_factory
@@ -102,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = create_metrics()
     register_error_handlers(app)
-    for module in (health, users, model_versions, conversations, conversation_events):
+    for module in (health, users, model_versions, conversations, conversation_events, webhooks):
         app.include_router(module.router)
     if settings.metrics_access != Exposure.OFF:
         admin_only = settings.metrics_access == Exposure.ADMIN

@@ -592,6 +592,7 @@ async def tell_story(rec: Recorder, settings: Settings) -> None:
     )
     await rec.record("conv_cancel", "POST", f"{waiting}/cancel", key="USER_KEY", expect=200)
     await rec.record("conv_cancel_again", "POST", f"{waiting}/cancel", key="USER_KEY", expect=409)
+    await rec.record("conv_webhook", "GET", f"{waiting}/webhook", key="USER_KEY", expect=200)
     await rec.record("conv_delete", "DELETE", answered, key="USER_KEY", expect=204)
     await rec.record("conv_delete_after", "GET", answered, key="USER_KEY", expect=404)
     await rec.record("metrics", "GET", "/metrics", key=None, expect=200)
@@ -1051,6 +1052,12 @@ def write_document(
     doc.example(
         "conv_cancel_again",
         "A finished (`completed`, `failed` or `cancelled`) conversation cannot be cancelled:",
+    )
+    doc.operation("GET", "/conversations/{conversation_id}/webhook")
+    doc.example(
+        "conv_webhook",
+        "The delivery of a conversation's webhook (docs/webhooks.md); this one was submitted "
+        "without a `callback_url`:",
     )
     doc.operation("DELETE", "/conversations/{conversation_id}")
     doc.example("conv_delete")

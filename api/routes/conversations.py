@@ -7,7 +7,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
-from api import cancellation, long_poll
+from api import cancellation, long_poll, webhooks
 from api.auth import Principal, PrincipalDep
 from api.deps import EngineDep, PageDep, QueueDep, SessionDep, SubmissionsDep
 from api.errors import error_responses
@@ -97,6 +97,7 @@ async def create_conversation(
     a full queue answers 503 with `Retry-After`.
     """
     owner = _owner_for(caller, data)
+    webhooks.check_callback(data, submissions.settings)
     done = await submissions.submit(
         data, owner=owner, limited=not caller.is_admin, idempotency_key=idempotency_key
     )
@@ -204,7 +205,11 @@ async def update_conversation(
     responses=error_responses(404, 409, 422, 503),
 )
 async def cancel_conversation(
-    conversation_id: uuid.UUID, session: SessionDep, queue: QueueDep, caller: PrincipalDep
+    conversation_id: uuid.UUID,
+    session: SessionDep,
+    queue: QueueDep,
+    caller: PrincipalDep,
+    engine: EngineDep,
 ) -> ConversationRead:
     """Cancel a pending or running conversation (409 once it has ended).
 
@@ -216,6 +221,7 @@ async def cancel_conversation(
     )
     await session.commit()
     await cancellation.announce(queue, conversation_id)
+    await webhooks.after_cancel(engine, queue, conversation_id)
     return ConversationRead.model_validate(conversation)
 
 
@@ -226,7 +232,11 @@ async def cancel_conversation(
     responses=error_responses(404, 422, 503),
 )
 async def delete_conversation(
-    conversation_id: uuid.UUID, session: SessionDep, queue: QueueDep, caller: PrincipalDep
+    conversation_id: uuid.UUID,
+    session: SessionDep,
+    queue: QueueDep,
+    caller: PrincipalDep,
+    engine: EngineDep,
 ) -> None:
     """Soft-delete a conversation (an unfinished one is cancelled first, its model call
     stopped)."""
@@ -235,3 +245,4 @@ async def delete_conversation(
     )
     await session.commit()
     await cancellation.announce(queue, conversation_id)
+    await webhooks.after_cancel(engine, queue, conversation_id)
