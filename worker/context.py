@@ -10,12 +10,15 @@ from typing import Any, cast
 import httpx
 from loguru import logger
 from redis.asyncio import Redis
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import SessionFactory, create_engine, create_session_factory
 from shared.llm.base import LLMClient, LLMError
 from shared.llm.ollama import OllamaClient, check_ollama_ready
 from shared.llm.registry import create_http_client, make_llm_clients
+from shared.models.model_version import ModelVersion
 from shared.redis_connection import connection_pool
 from shared.settings import Settings
 from shared.stream_events import EventStreamWriter
@@ -84,22 +87,44 @@ async def open_resources(settings: Settings, obs: Observability) -> WorkerResour
 
 
 async def check_llm(res: WorkerResources) -> None:
-    """Say at start, clearly, when Ollama is down or lacks the default model.
+    """Say at start when Ollama is down or lacks the default model, if anything needs it.
 
-    The worker keeps running either way: jobs retry until Ollama is back, which beats a
-    crash loop while Ollama is still starting next to it.
+    Only an active model version of provider `ollama` sends a conversation there: with none
+    (`make run LLM=local`, an OpenAI-compatible server) there is nothing to check. The worker
+    keeps running either way: jobs retry until Ollama is back, which beats a crash loop while
+    Ollama is still starting next to it.
     """
     client = res.llm_clients.get("ollama")
     if not res.settings.OLLAMA_STARTUP_CHECK_ENABLED or not isinstance(client, OllamaClient):
         return
+    versions = await _ollama_model_versions(res.session_factory)
+    if versions == 0:
+        logger.debug("ollama_check_skipped", reason="no active model version uses ollama")
+        return
     try:
         await check_ollama_ready(client, res.settings.OLLAMA_DEFAULT_MODEL)
     except LLMError as exc:
-        logger.error(
+        logger.warning(
             "ollama_not_ready",
             reason=exc.message,
-            hint="start Ollama (`make llm_up`), or run without it: `make run LLM=local` "
-            "serves a small model through the OpenAI-compatible provider",
+            model_versions=versions,
+            hint="conversations on its model versions retry until it answers: start Ollama "
+            "(`make llm_up`) or fix OLLAMA_BASE_URL",
         )
     else:
         logger.info("ollama_ready", model=res.settings.OLLAMA_DEFAULT_MODEL)
+
+
+async def _ollama_model_versions(session_factory: SessionFactory) -> int | None:
+    """How many active model versions use Ollama; None when the database cannot say."""
+    query = (
+        select(func.count())
+        .select_from(ModelVersion)
+        .where(ModelVersion.provider == "ollama", ModelVersion.is_active)
+    )
+    try:
+        async with session_factory() as session:
+            return int((await session.execute(query)).scalar_one())
+    except (SQLAlchemyError, OSError) as exc:
+        logger.debug("ollama_check_count_failed", error=type(exc).__name__)
+        return None
