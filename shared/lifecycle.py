@@ -96,6 +96,12 @@ class Outcome:
         return cls(ConversationStatus.PENDING, hand_back=True)
 
     @classmethod
+    def awaiting_capacity(cls, *, delay_seconds: float) -> Outcome:
+        """Every model server is full: back to pending with the attempt given back, the job
+        to come back after the delay (no error: nothing failed)."""
+        return cls(ConversationStatus.PENDING, hand_back=True, retry_in_seconds=delay_seconds)
+
+    @classmethod
     def cancelled(cls) -> Outcome:
         return cls(ConversationStatus.CANCELLED)
 

@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     OPENAI_BASE_URL: AnyHttpUrl | None = None
     OPENAI_API_KEY: SecretStr | None = None
 
+    # More servers of a provider, beside its base URL: "url[=capacity],url[=capacity]".
+    OLLAMA_SERVERS: str = ""
+    OPENAI_SERVERS: str = ""
+    # Requests one model server takes at once, across every worker (0: no limit); a server
+    # in *_SERVERS may set its own with `=N`.
+    LLM_SERVER_CAPACITY: Annotated[int, Field(ge=0)] = 0
+
     OTEL_EXPORTER_OTLP_ENDPOINT: str | None = None
     OTEL_TRACES_FILE: str | None = None
 
@@ -184,6 +191,27 @@ class Settings(BaseSettings):
     @property
     def redis_sentinels(self) -> list[tuple[str, int]]:
         return parse_host_ports(self.REDIS_SENTINELS)
+
+    @field_validator("OLLAMA_SERVERS", "OPENAI_SERVERS")
+    @classmethod
+    def _servers_parse(cls, value: str) -> str:
+        parse_servers(value)
+        return value
+
+    def model_servers(self, provider: str) -> list[tuple[str, int]]:
+        """(base URL, capacity) of every server of `provider`, its base URL first; empty when
+        the provider is not configured."""
+        if provider == "ollama":
+            base, extra = self.ollama_base_url, self.OLLAMA_SERVERS
+        elif provider == "openai" and self.OPENAI_BASE_URL is not None:
+            base, extra = str(self.OPENAI_BASE_URL).rstrip("/"), self.OPENAI_SERVERS
+        else:
+            return []
+        servers = [(base, self.LLM_SERVER_CAPACITY)]
+        for url, capacity in parse_servers(extra):
+            if url not in (known for known, _ in servers):
+                servers.append((url, self.LLM_SERVER_CAPACITY if capacity is None else capacity))
+        return servers
 
     @field_validator("WEBHOOK_SECRET")
     @classmethod
@@ -288,6 +316,23 @@ def generate_admin_key() -> str:
         key = "aek_admin_" + secrets.token_urlsafe(32)
         if admin_key_problem(key) is None:
             return key
+
+
+def parse_servers(value: str) -> list[tuple[str, int | None]]:
+    """`url[=capacity],...` (blanks ignored) as (URL without a trailing slash, capacity or
+    None); a malformed entry is a ValueError."""
+    found: list[tuple[str, int | None]] = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        url, sep, capacity = entry.partition("=")
+        url = url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")) or len(url.split("//", 1)[1]) == 0:
+            raise ValueError(f"expected an http(s) URL, got {entry!r}")
+        if sep and not capacity.strip().isdigit():
+            raise ValueError(f"expected url=<capacity>, got {entry!r}")
+        found.append((url, int(capacity) if sep else None))
+    return found
 
 
 def parse_host_ports(value: str) -> list[tuple[str, int]]:

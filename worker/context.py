@@ -17,17 +17,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.db import SessionFactory, create_engine, create_session_factory
 from shared.llm.base import LLMClient, LLMError
 from shared.llm.ollama import OllamaClient, check_ollama_ready
-from shared.llm.registry import create_http_client, make_llm_clients
+from shared.llm.registry import (
+    SUPPORTED_PROVIDERS,
+    create_http_client,
+    make_llm_client,
+)
 from shared.models.model_version import ModelVersion
 from shared.redis_connection import connection_pool
 from shared.settings import Settings
 from shared.stream_events import EventStreamWriter
 from shared.telemetry import instrument_httpx, instrument_sqlalchemy
 from worker.cancellation import RunningGenerations
+from worker.model_servers import ModelServers
 from worker.observability import Observability
 
 PROCESS_NAME = "worker"
 RESOURCES_KEY = "resources"
+SLOT_MARGIN_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -36,7 +42,8 @@ class WorkerResources:
     engine: AsyncEngine
     session_factory: SessionFactory
     http: httpx.AsyncClient
-    llm_clients: Mapping[str, LLMClient]
+    # Every model server of every provider, and their shared slots (worker/model_servers.py).
+    servers: ModelServers
     obs: Observability
     # The conversations' event streams; a client of its own, so a slow append never holds up
     # arq's connections. None writes nothing at all (tests and the benchmark's baseline).
@@ -45,9 +52,15 @@ class WorkerResources:
     # The model calls this process runs, so a client's cancel can stop one.
     running: RunningGenerations = field(default_factory=RunningGenerations)
 
+    @property
+    def llm_clients(self) -> Mapping[str, LLMClient]:
+        """The client of each provider's first server (its base URL)."""
+        return {p: servers[0].client for p, servers in self.servers.by_provider.items() if servers}
+
     async def close(self) -> None:
         await self.http.aclose()
         await self.events_redis.aclose(close_connection_pool=True)
+        await self.servers.redis.aclose(close_connection_pool=True)
         await self.engine.dispose()
 
 
@@ -79,11 +92,25 @@ async def open_resources(settings: Settings, obs: Observability) -> WorkerResour
         engine=engine,
         session_factory=create_session_factory(engine),
         http=http,
-        llm_clients=make_llm_clients(settings, http),
+        servers=_model_servers(settings, http),
         obs=obs,
         events_redis=events_redis,
         events=events,
     )
+
+
+def _model_servers(settings: Settings, http: httpx.AsyncClient) -> ModelServers:
+    # A slot is held for the longest a call may take, plus a margin: a worker killed
+    # mid-call gives its slot back then.
+    redis = Redis(
+        connection_pool=connection_pool(settings, socket_connect_timeout=2, socket_timeout=5)
+    )
+    servers = ModelServers(redis, lease_seconds=settings.LLM_TIMEOUT_SECONDS + SLOT_MARGIN_SECONDS)
+    for provider in sorted(SUPPORTED_PROVIDERS):
+        for url, capacity in settings.model_servers(provider):
+            client = make_llm_client(settings, http, provider, url)
+            servers.add(provider, url, capacity, client, settings.QUEUE_NAME)
+    return servers
 
 
 async def check_llm(res: WorkerResources) -> None:

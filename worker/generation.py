@@ -7,18 +7,22 @@ made from the row, and every write is fenced by the attempt number the claim han
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 
+import httpx
 from arq import Retry
 from loguru import logger
+from redis.exceptions import RedisError
 
 from shared.db import unit_of_work
 from shared.lifecycle import Outcome
 from shared.llm.base import (
     GenerationRequest,
     GenerationResult,
+    LLMClient,
     LLMError,
     LLMUnavailableError,
     TextSink,
@@ -30,6 +34,7 @@ from shared.repositories.conversations import ConversationRepository
 from worker.backoff import retry_delay
 from worker.context import WorkerResources
 from worker.delta_publisher import DeltaPublisher, announce_end, publishing
+from worker.model_servers import Slot
 from worker.observability import llm_span, record_llm_error, record_llm_result
 from worker.persistence import write_outcome
 from worker.webhook_delivery import schedule_webhook
@@ -102,13 +107,54 @@ def _request(claimed: _Claimed, *, max_tokens_limit: int) -> GenerationRequest:
 
 
 async def _generate(res: WorkerResources, claimed: _Claimed, on_text: TextSink) -> GenerationResult:
-    client = res.llm_clients.get(claimed.model_version.provider)
-    if client is None:
-        raise _PermanentError(
-            "provider_unsupported",
-            f"no worker client for provider '{claimed.model_version.provider}'",
-        )
+    """Call a server of the conversation's provider, holding one of its slots; a server that
+    refuses the connection is set aside and the next one tried, within this attempt."""
+    provider = claimed.model_version.provider
+    if not res.servers.serves(provider):
+        raise _PermanentError("provider_unsupported", f"no worker client for provider '{provider}'")
     request = _request(claimed, max_tokens_limit=res.settings.MAX_TOKENS_LIMIT)
+    refused: frozenset[str] = frozenset()
+    while True:
+        slot = await _take_slot(res, provider, refused)
+        try:
+            return await _call(res, claimed, slot.server.client, request, on_text)
+        except LLMUnavailableError as exc:
+            if not _connection_refused(exc):
+                raise
+            res.servers.refused(slot.server)
+            refused |= {slot.server.url}
+            if len(refused) >= len(res.servers.by_provider[provider]):
+                raise
+            logger.warning("model_server_refused", server=slot.server.url, provider=provider)
+        finally:
+            await res.servers.give_back(slot)
+
+
+async def _take_slot(res: WorkerResources, provider: str, refused: frozenset[str]) -> Slot:
+    try:
+        slot = await res.servers.take(provider, skip=refused)
+    except (RedisError, OSError) as exc:
+        # Capacity cannot be counted: wait as if full rather than overload a server.
+        logger.warning("model_slots_unavailable", error=type(exc).__name__)
+        slot = None
+    if slot is None:
+        raise _NoCapacityError
+    return slot
+
+
+def _connection_refused(exc: LLMUnavailableError) -> bool:
+    """Nothing reached the server (and no text came back): another server may take the call
+    without it counting as a failed attempt."""
+    return isinstance(exc.__cause__, httpx.ConnectError)
+
+
+async def _call(
+    res: WorkerResources,
+    claimed: _Claimed,
+    client: LLMClient,
+    request: GenerationRequest,
+    on_text: TextSink,
+) -> GenerationResult:
     with llm_span(res.obs, client.provider, request) as span:
         try:
             # httpx bounds each read; this bounds the whole call, however the server drips.
@@ -125,6 +171,10 @@ async def _generate(res: WorkerResources, claimed: _Claimed, on_text: TextSink) 
             res.obs, span, client.provider, result, model_version_id=claimed.model_version.id
         )
         return result
+
+
+class _NoCapacityError(Exception):
+    """Every server of the provider is at its capacity."""
 
 
 class _PermanentError(Exception):
@@ -174,6 +224,8 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
 
 
 HANDED_BACK = Outcome.handed_back()
+# How long a job waits for a slot when every server of its provider is full (jittered).
+CAPACITY_WAIT_SECONDS = 1.0
 
 
 class _Collected:
@@ -224,6 +276,11 @@ async def _attempt(res: WorkerResources, claimed: _Claimed, *, on_text: TextSink
     logger.info("generation_started", queue_wait_ms=claimed.conversation.queue_wait_ms)
     try:
         result = await _generate(res, claimed, on_text)
+    except _NoCapacityError:
+        # Not this attempt's fault: the row goes back untouched and the job waits.
+        return Outcome.awaiting_capacity(
+            delay_seconds=CAPACITY_WAIT_SECONDS * random.uniform(0.5, 1.5)
+        )
     except _PermanentError as exc:
         return Outcome.failed(exc.code, exc.message)
     except LLMError as exc:
@@ -261,6 +318,12 @@ def _record(res: WorkerResources, claimed: _Claimed, outcome: Outcome) -> None:
     elif outcome.status is ConversationStatus.FAILED:
         metrics.conversations_failed_total.labels(outcome.error_code).inc()
         logger.warning("generation_failed", error_code=outcome.error_code)
+    elif outcome.hand_back and outcome.retry_in_seconds is not None:
+        logger.info(
+            "generation_waiting_for_capacity",
+            provider=claimed.model_version.provider,
+            delay_seconds=round(outcome.retry_in_seconds, 2),
+        )
     elif outcome.retry_in_seconds is not None:
         metrics.job_retries_total.labels(outcome.error_code).inc()
         logger.warning(

@@ -46,18 +46,26 @@ def served_providers(settings: Settings) -> frozenset[str]:
 
 
 def make_llm_clients(settings: Settings, http: httpx.AsyncClient) -> dict[str, LLMClient]:
-    """Clients by provider name: always `ollama`, `openai` only when `OPENAI_BASE_URL` is set."""
-    clients: dict[str, LLMClient] = {
-        "ollama": OllamaClient(
-            http, settings.ollama_base_url, timeout_seconds=settings.LLM_TIMEOUT_SECONDS
-        ),
-    }
-    if settings.OPENAI_BASE_URL is not None:
-        api_key = settings.OPENAI_API_KEY
-        clients["openai"] = OpenAICompatClient(
-            http,
-            str(settings.OPENAI_BASE_URL),
-            timeout_seconds=settings.LLM_TIMEOUT_SECONDS,
-            api_key=api_key.get_secret_value() if api_key is not None else None,
-        )
+    """Clients by provider name, for each provider's base URL: always `ollama`, `openai` only
+    when `OPENAI_BASE_URL` is set."""
+    clients: dict[str, LLMClient] = {}
+    for provider in sorted(SUPPORTED_PROVIDERS):
+        servers = settings.model_servers(provider)
+        if servers:
+            clients[provider] = make_llm_client(settings, http, provider, servers[0][0])
     return clients
+
+
+def make_llm_client(
+    settings: Settings, http: httpx.AsyncClient, provider: str, base_url: str
+) -> LLMClient:
+    """A client of `provider` for the server at `base_url`."""
+    if provider == "ollama":
+        return OllamaClient(http, base_url, timeout_seconds=settings.LLM_TIMEOUT_SECONDS)
+    api_key = settings.OPENAI_API_KEY
+    return OpenAICompatClient(
+        http,
+        base_url,
+        timeout_seconds=settings.LLM_TIMEOUT_SECONDS,
+        api_key=api_key.get_secret_value() if api_key is not None else None,
+    )

@@ -137,7 +137,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, behaviour.model_dump(mode="json"))
         elif self.path in _GENERATION_ROUTES:
             state.see(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            self._generate(_GENERATION_ROUTES[self.path], body)
+            state.call_started()
+            try:
+                self._generate(_GENERATION_ROUTES[self.path], body)
+            finally:
+                state.call_ended()
         else:
             self._send_json(404, {"error": f"no route {self.path}"})
 

@@ -66,6 +66,8 @@ class Stats:
     last_body: dict[str, Any] | None = None
     # Held calls whose client closed the connection while they waited (a generation aborted).
     client_hangups: int = 0
+    # The most generation calls this server was handling at once.
+    max_in_flight: int = 0
 
     def calls_for(self, prompt: str) -> int:
         """How many generation calls carried `prompt` as their last user message."""
@@ -81,6 +83,7 @@ class Stats:
             "last_headers": self.last_headers,
             "last_body": self.last_body,
             "client_hangups": self.client_hangups,
+            "max_in_flight": self.max_in_flight,
         }
 
 
@@ -113,6 +116,8 @@ class FakeLLMState:
             self._models: Counter[str] = Counter()
             self._last: tuple[str | None, dict[str, str], dict[str, Any] | None] = (None, {}, None)
             self._hangups = 0
+            self._in_flight = 0
+            self._max_in_flight = 0
 
     @property
     def behaviour(self) -> Behaviour:
@@ -166,6 +171,15 @@ class FakeLLMState:
                 return Decision(b, b.status)
             return Decision(b, None)
 
+    def call_started(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def call_ended(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
     def client_hung_up(self) -> None:
         with self._lock:
             self._hangups += 1
@@ -179,6 +193,7 @@ class FakeLLMState:
                 dict(self._models),
                 *self._last,
                 client_hangups=self._hangups,
+                max_in_flight=self._max_in_flight,
             )
 
 

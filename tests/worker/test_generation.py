@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -60,7 +59,7 @@ async def test_success_writes_answer_tokens_and_timings(
 async def test_a_provider_the_worker_has_no_client_for_fails_at_once_with_its_name(
     res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
 ) -> None:
-    assert "elsewhere" not in res.llm_clients
+    assert not res.servers.serves("elsewhere")
     cid = await make_conversation(session_factory, provider="elsewhere")
     assert await run_generation(res, cid) is JobResult.FAILED
     row = await load(session_factory, cid)
@@ -106,10 +105,10 @@ class _BrokenClient:
 async def test_a_bug_in_the_attempt_fails_the_row_with_a_reason_and_logs_the_traceback(
     res: WorkerResources, session_factory: SessionFactory
 ) -> None:
-    broken = dataclasses.replace(res, llm_clients={"ollama": _BrokenClient()})
+    res.servers.by_provider["ollama"][0].client = _BrokenClient()
     cid = await make_conversation(session_factory)
     with captured_logging("worker") as logs:
-        assert await run_generation(broken, cid) is JobResult.FAILED
+        assert await run_generation(res, cid) is JobResult.FAILED
     row = await load(session_factory, cid)
     assert (row.status, row.error_code, row.error_message, row.attempts) == (
         ConversationStatus.FAILED,
