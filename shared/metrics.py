@@ -50,6 +50,10 @@ class Metrics:
     llm_latency_seconds: Histogram
     llm_tokens_total: Counter
     job_retries_total: Counter
+    model_server_in_flight: Gauge
+    model_server_capacity: Gauge
+    model_server_refusals_total: Counter
+    model_server_capacity_waits_total: Counter
     # Queue health, set by whichever process samples the queue
     queue_depth: Gauge
     oldest_pending_age_seconds: Gauge
@@ -130,6 +134,30 @@ def create_metrics(
             "job_retries_total",
             "Job attempts that failed transiently and were scheduled again.",
             ["error_code"],
+            registry=reg,
+        ),
+        model_server_in_flight=Gauge(
+            "model_server_in_flight",
+            "Generation calls this process has in flight to a model server.",
+            ["provider", "server"],
+            registry=reg,
+        ),
+        model_server_capacity=Gauge(
+            "model_server_capacity",
+            "Calls a model server takes at once across all workers (0: no limit).",
+            ["provider", "server"],
+            registry=reg,
+        ),
+        model_server_refusals_total=Counter(
+            "model_server_refusals_total",
+            "Connections a model server refused (it is then set aside for a while).",
+            ["provider", "server"],
+            registry=reg,
+        ),
+        model_server_capacity_waits_total=Counter(
+            "model_server_capacity_waits_total",
+            "Jobs that found every server of their provider full and waited.",
+            ["provider"],
             registry=reg,
         ),
         queue_depth=Gauge(

@@ -92,20 +92,21 @@ async def open_resources(settings: Settings, obs: Observability) -> WorkerResour
         engine=engine,
         session_factory=create_session_factory(engine),
         http=http,
-        servers=_model_servers(settings, http),
+        servers=_model_servers(settings, http, obs),
         obs=obs,
         events_redis=events_redis,
         events=events,
     )
 
 
-def _model_servers(settings: Settings, http: httpx.AsyncClient) -> ModelServers:
+def _model_servers(settings: Settings, http: httpx.AsyncClient, obs: Observability) -> ModelServers:
     # A slot is held for the longest a call may take, plus a margin: a worker killed
     # mid-call gives its slot back then.
     redis = Redis(
         connection_pool=connection_pool(settings, socket_connect_timeout=2, socket_timeout=5)
     )
-    servers = ModelServers(redis, lease_seconds=settings.LLM_TIMEOUT_SECONDS + SLOT_MARGIN_SECONDS)
+    lease = settings.LLM_TIMEOUT_SECONDS + SLOT_MARGIN_SECONDS
+    servers = ModelServers(redis, lease_seconds=lease, metrics=obs.metrics)
     for provider in sorted(SUPPORTED_PROVIDERS):
         for url, capacity in settings.model_servers(provider):
             client = make_llm_client(settings, http, provider, url)

@@ -16,11 +16,13 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from shared.llm.base import LLMClient
+from shared.metrics import Metrics
 
 # How long a refused server is left out before it is tried again.
 DOWN_SECONDS = 10.0
@@ -58,10 +60,16 @@ class Slot:
     holder: str | None  # None: the server has no capacity to count against
 
 
+def server_label(url: str) -> str:
+    """A server as metrics and logs name it: host and port, never credentials or a path."""
+    return urlsplit(url).netloc.rpartition("@")[2] or url
+
+
 @dataclass
 class ModelServers:
     redis: Redis
     lease_seconds: float
+    metrics: Metrics | None = None
     by_provider: dict[str, list[ModelServer]] = field(default_factory=dict)
 
     def add(self, provider: str, url: str, capacity: int, client: LLMClient, queue: str) -> None:
@@ -69,6 +77,14 @@ class ModelServers:
         key = f"{queue}:llm-slots:{provider}:{digest}"
         server = ModelServer(provider, url, capacity, client, key)
         self.by_provider.setdefault(provider, []).append(server)
+        if self.metrics is not None:
+            self.metrics.model_server_capacity.labels(provider, server_label(url)).set(capacity)
+
+    def _in_flight(self, server: ModelServer, change: int) -> None:
+        server.in_flight += change
+        if self.metrics is not None:
+            labels = (server.provider, server_label(server.url))
+            self.metrics.model_server_in_flight.labels(*labels).set(server.in_flight)
 
     def serves(self, provider: str) -> bool:
         return bool(self.by_provider.get(provider))
@@ -82,23 +98,28 @@ class ModelServers:
         candidates = healthy or sorted(servers, key=lambda s: s.down_until)[:1]
         for server in await self._least_busy_first(candidates):
             if server.capacity == 0:
-                server.in_flight += 1
+                self._in_flight(server, 1)
                 return Slot(server, None)
             holder = uuid.uuid4().hex
             args: list[int | str] = [server.capacity, int(self.lease_seconds * 1000), holder]
             if await _TAKE_SCRIPT(keys=[server.slots_key], args=args, client=self.redis):
-                server.in_flight += 1
+                self._in_flight(server, 1)
                 return Slot(server, holder)
+        if self.metrics is not None:
+            self.metrics.model_server_capacity_waits_total.labels(provider).inc()
         return None
 
     async def give_back(self, slot: Slot) -> None:
-        slot.server.in_flight -= 1
+        self._in_flight(slot.server, -1)
         if slot.holder is not None:
             await self.redis.zrem(slot.server.slots_key, slot.holder)
 
     def refused(self, server: ModelServer) -> None:
         """The server refused a connection: leave it out for a while."""
         server.down_until = time.monotonic() + DOWN_SECONDS
+        if self.metrics is not None:
+            labels = (server.provider, server_label(server.url))
+            self.metrics.model_server_refusals_total.labels(*labels).inc()
 
     async def busy(self, server: ModelServer) -> int:
         """Requests in flight to `server`: every worker's where it has a capacity."""

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.llm.base import LLMClient
+from shared.metrics import create_metrics
 from shared.settings import parse_servers
 from tests.support.log_capture import make_settings
 from worker import model_servers
@@ -139,3 +140,27 @@ def test_the_servers_of_a_provider_come_from_the_settings() -> None:
     for bad in ("b:11434", "http://b=x", "ftp://b"):
         with pytest.raises(ValueError, match="expected"):
             parse_servers(bad)
+
+
+async def test_each_server_shows_its_capacity_calls_refusals_and_waits_in_metrics(
+    redis: Redis,
+) -> None:
+    metrics = create_metrics(process_metrics=False)
+    servers = ModelServers(redis, lease_seconds=60, metrics=metrics)
+    queue = f"test-slots-{uuid.uuid4().hex}"
+    servers.add("ollama", "http://user:secret@model-a:11434/x", 1, CLIENT, queue)
+    slot = await servers.take("ollama")
+    assert slot is not None
+    assert await servers.take("ollama") is None
+    servers.refused(slot.server)
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    server = {"provider": "ollama", "server": "model-a:11434"}
+    assert value("model_server_capacity", **server) == 1
+    assert value("model_server_in_flight", **server) == 1
+    assert value("model_server_refusals_total", **server) == 1
+    assert value("model_server_capacity_waits_total", provider="ollama") == 1
+    await servers.give_back(slot)
+    assert value("model_server_in_flight", **server) == 0
