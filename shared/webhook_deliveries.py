@@ -53,7 +53,8 @@ RETURNING conversation_id
 _MISSING = """
 SELECT c.id FROM conversation AS c
 WHERE c.callback_url IS NOT NULL AND c.status IN ('completed', 'failed', 'cancelled')
-  AND c.completed_at > now() - interval '1 day' AND c.completed_at < now() - :grace
+  AND c.completed_at > now() - interval '1 day'
+  AND c.completed_at < now() - CAST(:grace AS interval)
   AND NOT EXISTS (SELECT 1 FROM webhook_delivery AS d WHERE d.conversation_id = c.id)
 ORDER BY c.completed_at LIMIT :limit
 """
@@ -61,7 +62,7 @@ ORDER BY c.completed_at LIMIT :limit
 # Deliveries due for longer than the grace and not under way: their job may be lost.
 _DUE = """
 SELECT conversation_id FROM webhook_delivery
-WHERE state = 'pending' AND next_attempt_at < now() - :grace
+WHERE state = 'pending' AND next_attempt_at < now() - CAST(:grace AS interval)
   AND (locked_until IS NULL OR locked_until < now())
 ORDER BY next_attempt_at LIMIT :limit
 """
@@ -69,7 +70,8 @@ ORDER BY next_attempt_at LIMIT :limit
 # An attempt starts: due, not under way elsewhere; the new attempt number fences its result.
 _CLAIM = """
 UPDATE webhook_delivery
-SET attempts = attempts + 1, locked_until = now() + :lock, updated_at = now()
+SET attempts = attempts + 1, locked_until = now() + CAST(:lock AS interval),
+    updated_at = now()
 WHERE conversation_id = :id AND state = 'pending' AND next_attempt_at <= now()
   AND (locked_until IS NULL OR locked_until < now())
 RETURNING url, webhook_id, attempts
@@ -83,10 +85,13 @@ FROM webhook_delivery WHERE conversation_id = :id
 # An attempt's result, written only by the attempt that claimed it.
 _RECORD = """
 UPDATE webhook_delivery
-SET state = :state, last_status_code = :status_code, last_error = :error,
-    last_attempt_at = now(), locked_until = NULL, updated_at = now(),
-    delivered_at = CASE WHEN :state = 'delivered' THEN now() END,
-    next_attempt_at = CASE WHEN :state = 'pending' THEN now() + :delay END,
+SET state = CAST(:state AS varchar), last_status_code = CAST(:status_code AS integer),
+    last_error = CAST(:error AS text), last_attempt_at = now(), locked_until = NULL,
+    updated_at = now(),
+    delivered_at = CASE WHEN CAST(:state AS varchar) = 'delivered' THEN now() END,
+    next_attempt_at = CASE
+      WHEN CAST(:state AS varchar) = 'pending' THEN now() + CAST(:delay AS interval)
+    END,
     history = history || jsonb_build_array(jsonb_build_object(
       'attempt', attempts, 'at', now(), 'status_code', CAST(:status_code AS integer),
       'error', CAST(:error AS text), 'duration_ms', CAST(:duration_ms AS double precision)))
