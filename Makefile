@@ -20,9 +20,16 @@ BENCH_ARGS ?=
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
+# The first install takes a minute or so: pip shows its progress then; later updates are quiet.
 $(STAMP): requirements-dev.lock
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	@if test -x $(BIN)/python; then \
+	  echo "Updating $(VENV) from requirements-dev.lock..."; quiet=--quiet; \
+	else \
+	  echo "Creating $(VENV) and installing the locked dependencies (once; about a minute)..."; \
+	  $(PYTHON) -m venv $(VENV) || exit 1; quiet=; \
+	fi; \
+	$(BIN)/python -m pip install $$quiet --disable-pip-version-check --require-hashes --no-deps \
+	  -r requirements-dev.lock
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the locked dependencies

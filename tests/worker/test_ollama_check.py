@@ -48,9 +48,7 @@ async def _logged_check(res: WorkerResources) -> list[tuple[str, str]]:
 async def _register(session_factory: SessionFactory, provider: str, *, active: bool) -> None:
     async with session_factory() as session:
         session.add(
-            ModelVersion(
-                provider=provider, model_name="m", version_tag=provider, is_active=active
-            )
+            ModelVersion(provider=provider, model_name="m", version_tag=provider, is_active=active)
         )
         await session.commit()
 
