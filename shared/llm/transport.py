@@ -29,6 +29,12 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 MAX_ERROR_TEXT = 300
 # A dead host should fail fast even when generations are allowed minutes.
 MAX_CONNECT_SECONDS = 10.0
+# What to do about a server that refuses connections: the hint the worker logs at start, also
+# in the conversation's error_message while it retries and once it has failed.
+START_HINTS = {
+    "ollama": "is Ollama running? `make llm_up` starts one, or fix OLLAMA_BASE_URL",
+    "openai": "is the server running? `make run LLM=local` serves one, or fix OPENAI_BASE_URL",
+}
 
 
 def request_timeout(timeout_seconds: float) -> httpx.Timeout:
@@ -51,8 +57,10 @@ def _classified(provider: str, url: str) -> Iterator[None]:
             f"{provider} sent an undecodable response from {url} ({type(exc).__name__})"
         ) from exc
     except httpx.ConnectError as exc:
+        hint = START_HINTS.get(provider)
         raise LLMUnavailableError(
             f"{provider} unreachable at {url} ({type(exc).__name__})"
+            + (f": {hint}" if hint else "")
         ) from exc
     except httpx.TransportError as exc:
         # Reset, or closed before the body was complete: the server may answer next time.

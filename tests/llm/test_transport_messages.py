@@ -15,7 +15,10 @@ async def test_an_unreachable_server_is_named_with_its_url(http: httpx.AsyncClie
     url = f"http://127.0.0.1:{free_port()}/api/chat"
     with pytest.raises(LLMUnavailableError) as info:
         await send(http, "POST", url, provider="ollama", http_timeout=httpx.Timeout(2.0))
-    assert info.value.message == f"ollama unreachable at {url} (ConnectError)"
+    assert info.value.message == (
+        f"ollama unreachable at {url} (ConnectError): is Ollama running? `make llm_up` starts "
+        "one, or fix OLLAMA_BASE_URL"
+    )
     assert info.value.retriable is True
 
 
