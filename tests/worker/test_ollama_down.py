@@ -1,17 +1,22 @@
-"""The worker's start-up check of Ollama runs only when a model version sends work there."""
+"""Ollama down: the worker's start-up check speaks only when a model version sends work there,
+and a conversation waiting on it says why and what to do."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import pytest
+from arq import Retry
 from loguru import logger
 from pydantic import AnyHttpUrl
 
 from shared.db import SessionFactory
+from shared.models import ConversationStatus
 from shared.models.model_version import ModelVersion
 from shared.settings import Settings
+from tests.factories import load, make_conversation
 from worker.context import WorkerResources, check_llm, open_resources
+from worker.generation import JobResult, run_generation
 from worker.observability import Observability
 
 # Nothing listens on port 1: Ollama is "down" at once, without a timeout to wait for.
@@ -70,3 +75,26 @@ async def test_ollama_model_version_and_ollama_down_warns(
     await _register(session_factory, "ollama", active=True)
     lines = await _logged_check(res_without_ollama)
     assert lines == [("WARNING", "ollama_not_ready")]
+
+
+async def test_a_conversation_waiting_on_a_down_ollama_says_why_and_what_to_do(
+    res_without_ollama: WorkerResources, session_factory: SessionFactory
+) -> None:
+    """While it retries, the row shows the failure, the hint and the next attempt's time; the
+    final failure keeps the hint the worker logs at start."""
+    cid = await make_conversation(session_factory)
+    for _ in range(res_without_ollama.settings.WORKER_MAX_ATTEMPTS - 1):
+        with pytest.raises(Retry):
+            await run_generation(res_without_ollama, cid)
+        waiting = await load(session_factory, cid)
+        assert waiting.status == ConversationStatus.PENDING
+        assert waiting.error_code == "llm_unavailable"
+        assert waiting.error_message is not None
+        assert "`make llm_up`" in waiting.error_message
+        assert waiting.next_attempt_at is not None
+    assert await run_generation(res_without_ollama, cid) is JobResult.FAILED
+    failed = await load(session_factory, cid)
+    assert failed.error_code == "llm_unavailable"
+    assert failed.error_message is not None
+    assert failed.error_message.startswith(f"ollama unreachable at {NOWHERE}/api/chat")
+    assert "is Ollama running? `make llm_up` starts one" in failed.error_message
