@@ -22,8 +22,10 @@ Prompt = Annotated[
     str, StringConstraints(min_length=1, max_length=100_000, pattern=NO_NUL_NOT_BLANK)
 ]
 LongText = Annotated[str, StringConstraints(max_length=100_000, pattern=NO_NUL)]
+# Printable ASCII only: no NUL (PostgreSQL text cannot hold it), spaces or control characters.
 CallbackUrl = Annotated[
-    str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://\S+$")
+    str,
+    StringConstraints(min_length=1, max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://[!-~]+$"),
 ]
 
 

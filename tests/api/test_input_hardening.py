@@ -174,6 +174,7 @@ _TEXT_FIELDS = [
     ("ConversationCreate", "system_instruction"),
     ("ConversationCreate", "context"),
     ("ConversationCreate", "response"),
+    ("ConversationCreate", "callback_url"),
     ("ConversationUpdate", "response"),
     ("ModelVersionCreate", "provider"),
     ("ModelVersionCreate", "model_name"),
