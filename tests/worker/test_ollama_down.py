@@ -21,6 +21,7 @@ from worker.observability import Observability
 
 # Nothing listens on port 1: Ollama is "down" at once, without a timeout to wait for.
 NOWHERE = "http://127.0.0.1:1"
+UNAVAILABLE = "llm_unavailable"
 
 
 @pytest.fixture
@@ -58,23 +59,24 @@ async def _register(session_factory: SessionFactory, provider: str, *, active: b
         await session.commit()
 
 
-async def test_no_ollama_model_version_no_check(
-    res_without_ollama: WorkerResources, session_factory: SessionFactory
+@pytest.mark.parametrize(
+    ("registered", "logged"),
+    [
+        # `make run LLM=local`: an openai model (and a deleted ollama one) only, so Ollama
+        # being absent is not worth a line above debug.
+        ({"openai": True, "ollama": False}, ("DEBUG", "ollama_check_skipped")),
+        ({"ollama": True}, ("WARNING", "ollama_not_ready")),
+    ],
+)
+async def test_the_start_up_check_speaks_only_when_an_ollama_model_version_is_active(
+    res_without_ollama: WorkerResources,
+    session_factory: SessionFactory,
+    registered: dict[str, bool],
+    logged: tuple[str, str],
 ) -> None:
-    """`make run LLM=local`: only an openai model (and a deleted ollama one) is registered, so
-    Ollama being absent is not worth a line above debug."""
-    await _register(session_factory, "openai", active=True)
-    await _register(session_factory, "ollama", active=False)
-    lines = await _logged_check(res_without_ollama)
-    assert lines == [("DEBUG", "ollama_check_skipped")]
-
-
-async def test_ollama_model_version_and_ollama_down_warns(
-    res_without_ollama: WorkerResources, session_factory: SessionFactory
-) -> None:
-    await _register(session_factory, "ollama", active=True)
-    lines = await _logged_check(res_without_ollama)
-    assert lines == [("WARNING", "ollama_not_ready")]
+    for provider, active in registered.items():
+        await _register(session_factory, provider, active=active)
+    assert await _logged_check(res_without_ollama) == [logged]
 
 
 async def test_a_conversation_waiting_on_a_down_ollama_says_why_and_what_to_do(
@@ -87,14 +89,13 @@ async def test_a_conversation_waiting_on_a_down_ollama_says_why_and_what_to_do(
         with pytest.raises(Retry):
             await run_generation(res_without_ollama, cid)
         waiting = await load(session_factory, cid)
-        assert waiting.status == ConversationStatus.PENDING
-        assert waiting.error_code == "llm_unavailable"
-        assert waiting.error_message is not None
-        assert "`make llm_up`" in waiting.error_message
+        assert (waiting.status, waiting.error_code) == (ConversationStatus.PENDING, UNAVAILABLE)
+        assert "`make llm_up`" in (waiting.error_message or "")
         assert waiting.next_attempt_at is not None
     assert await run_generation(res_without_ollama, cid) is JobResult.FAILED
     failed = await load(session_factory, cid)
-    assert failed.error_code == "llm_unavailable"
-    assert failed.error_message is not None
-    assert failed.error_message.startswith(f"ollama unreachable at {NOWHERE}/api/chat")
-    assert "is Ollama running? `make llm_up` starts one" in failed.error_message
+    assert (failed.status, failed.error_code) == (ConversationStatus.FAILED, UNAVAILABLE)
+    assert failed.error_message == (
+        f"ollama unreachable at {NOWHERE}/api/chat (ConnectError): is Ollama running? "
+        "`make llm_up` starts one, or fix OLLAMA_BASE_URL"
+    )
