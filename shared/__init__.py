@@ -4,7 +4,7 @@ contract, and the LLM clients.
 
 Two parts are here although one process does most with them, and say why: the LLM clients
 (`shared/llm`) are the worker's to call, but the API answers which providers this deployment
-serves from the same registry (`served_providers`), and `scripts/local_llm.py` checks a local
-server with the same client; the metrics (`shared/metrics.py`) are one factory for both
+serves from the same registry (`served_providers`), so a submission the workers could not
+generate is refused at once; the metrics (`shared/metrics.py`) are one factory for both
 processes' registries, so a metric's name and labels are defined once, whoever exports it.
 """
