@@ -23,7 +23,7 @@ from tests.support.auth import bearer
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.processes import wait_until
 from tests.support.stack import Stack, running_stack
-from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver
+from tests.support.webhook_receiver import HANG, WebhookReceiver, webhook_receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -137,6 +137,21 @@ def test_a_failing_receiver_gets_retries_with_the_same_webhook_id_and_the_log_sh
     ]
     assert [a["error"] for a in log["history"]] == ["HTTP 500", "HTTP 500", None]
     assert (log["last_status_code"], log["last_error"]) == (200, None)
+
+
+def test_a_receiver_that_does_not_answer_in_time_is_tried_again(
+    hook_stack: Stack, receiver: WebhookReceiver, fake_llm: FakeLLMServer
+) -> None:
+    path = "/slow"
+    receiver.answer(path, [HANG, 200])
+    cid = _submit(hook_stack, "time me out", receiver.url(path))
+    log = _wait_state(hook_stack, cid, "delivered")
+    assert [(a["status_code"], a["error"]) for a in log["history"]] == [
+        (None, "no answer within 3s"),
+        (200, None),
+    ]
+    first, second = receiver.received(path)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == log["webhook_id"]
 
 
 def test_a_receiver_that_never_recovers_ends_failed_after_the_max_attempts(

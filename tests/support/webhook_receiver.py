@@ -16,14 +16,20 @@ class Received:
     body: bytes
 
 
+# An answer that never comes in time: the handler waits until the receiver is closed.
+HANG = 0
+
+
 class WebhookReceiver:
-    """Answers each request with the next status of `answers` (then 200), recording it."""
+    """Answers each request with the next status of `answers` (then 200), recording it;
+    `HANG` holds the answer back until the receiver is closed."""
 
     def __init__(self, server: ThreadingHTTPServer) -> None:
         self._server = server
         self._lock = threading.Lock()
         self._received: list[Received] = []
         self._answers: dict[str, list[int]] = {}
+        self.closing = threading.Event()
 
     @property
     def port(self) -> int:
@@ -57,6 +63,9 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
             body = self.rfile.read(length)
             headers = {k.lower(): v for k, v in self.headers.items()}
             status = holder[0]._handle(Received(self.path, headers, body))
+            if status == HANG:
+                holder[0].closing.wait(timeout=60)
+                status = 200
             self.send_response(status)
             self.send_header("content-length", "2")
             self.end_headers()
@@ -73,5 +82,6 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     try:
         yield receiver
     finally:
+        receiver.closing.set()
         server.shutdown()
         server.server_close()
