@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
@@ -86,32 +87,42 @@ def test_conversations_flow_through_a_transaction_pooler(
     assert listed.headers["X-Total-Count"] == "40"
 
 
-async def _interleaved(settings: Settings) -> None:
-    """Eight connections taking turns on three server connections, each repeating its
-    statements: a statement prepared by name on one server connection is then looked up,
-    or prepared again, on another."""
+async def _statement_again_on_another_server(settings: Settings, dsn: str) -> None:
+    """One client runs a statement, then again in its next transaction, while another client
+    holds the server connection the first one used: the second run lands on the pooler's
+    other server connection, where a statement prepared and cached by name does not exist."""
     engine = create_engine(settings, process_name="tests")
-
-    async def client(n: int) -> None:
-        async with engine.connect() as conn:
-            for _ in range(10):
-                await conn.execute(
-                    text("SELECT count(*) FROM conversation WHERE :n >= 0"), {"n": n}
-                )
-                await conn.commit()
-                await asyncio.sleep(0)
-
+    holder = None
     try:
-        await asyncio.gather(*(client(n) for n in range(8)))
+        async with engine.connect() as conn:
+            query = text("SELECT count(*) FROM conversation")
+            await conn.execute(query)
+            await conn.commit()
+            holder = await asyncpg.connect(dsn, statement_cache_size=0)
+            await holder.execute("BEGIN")
+            await holder.execute("SELECT 1")  # the idle server connection is now the holder's
+            await conn.execute(query)
+            await conn.commit()
     finally:
+        if holder is not None:
+            await holder.close()
         await engine.dispose()
 
 
-def test_the_setting_is_what_makes_the_pooler_work(
-    settings: Settings, e2e_database: URL, bouncer: PgBouncer
-) -> None:
-    through = bouncer.url(e2e_database).render_as_string(hide_password=False)
-    plain = settings.model_copy(update={"DATABASE_URL": through, "DB_STATEMENT_TIMEOUT_MS": 0})
-    with pytest.raises(DBAPIError, match="prepared statement"):
-        asyncio.run(_interleaved(plain))
-    asyncio.run(_interleaved(plain.model_copy(update={"DB_TRANSACTION_POOLER": True})))
+def test_the_setting_is_what_makes_the_pooler_work(settings: Settings, e2e_database: URL) -> None:
+    pooler = PgBouncer(settings.database_url, server_connections=2).start()
+    try:
+        through = pooler.url(e2e_database)
+        dsn = through.set(drivername="postgresql").render_as_string(hide_password=False)
+        plain = settings.model_copy(
+            update={
+                "DATABASE_URL": through.render_as_string(hide_password=False),
+                "DB_STATEMENT_TIMEOUT_MS": 0,
+            }
+        )
+        with pytest.raises(DBAPIError, match="prepared statement"):
+            asyncio.run(_statement_again_on_another_server(plain, dsn))
+        pooled = plain.model_copy(update={"DB_TRANSACTION_POOLER": True})
+        asyncio.run(_statement_again_on_another_server(pooled, dsn))
+    finally:
+        pooler.stop()
