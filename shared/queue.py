@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from arq.connections import ArqRedis
 from arq.constants import (
@@ -13,6 +14,7 @@ from arq.constants import (
     result_key_prefix,
 )
 from arq.utils import timestamp_ms
+from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from shared.job_contract import (
@@ -95,19 +97,30 @@ async def enqueue_generation(
 ) -> bool:
     """Queue the generation of one conversation; False when its job is already queued."""
     job = GenerationJob(conversation_id=conversation_id, trace_context=trace_context or {})
-    job_id = generation_job_id(conversation_id)
+    return await enqueue_job(
+        pool,
+        pool.default_queue_name,
+        function=GENERATE_CONVERSATION,
+        args=[str(job.conversation_id), job.trace_context],
+        job_id=generation_job_id(conversation_id),
+        defer_seconds=defer_seconds,
+    )
+
+
+async def enqueue_job(
+    redis: Redis,
+    queue_name: str,
+    *,
+    function: str,
+    args: list[Any],
+    job_id: str,
+    defer_seconds: float | None = None,
+) -> bool:
+    """Queue one arq job in arq's own format, in one round trip, and wake an idle worker;
+    False when a job with that id is queued already."""
     now_ms = timestamp_ms()
     defer_ms = round(defer_seconds * 1000) if defer_seconds else 0
-    payload = serialize_job(
-        {
-            "t": None,
-            "f": GENERATE_CONVERSATION,
-            "a": [str(job.conversation_id), job.trace_context],
-            "k": {},
-            "et": now_ms,
-        }
-    )
-    queue_name = pool.default_queue_name
+    payload = serialize_job({"t": None, "f": function, "a": args, "k": {}, "et": now_ms})
     queued = await _ENQUEUE_SCRIPT(
         keys=[
             job_key_prefix + job_id,
@@ -116,7 +129,7 @@ async def enqueue_generation(
             wake_channel(queue_name),
         ],
         args=[defer_ms + expires_extra_ms, payload, job_id, now_ms + defer_ms],
-        client=pool,
+        client=redis,
     )
     return bool(queued)
 

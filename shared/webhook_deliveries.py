@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
-from arq.utils import timestamp_ms
 from loguru import logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -22,9 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.job_contract import serialize_job
 from shared.models import TERMINAL_STATUSES
-from shared.queue import _ENQUEUE_SCRIPT, wake_channel
+from shared.queue import enqueue_job
 from shared.schemas.conversations import ConversationRead
 from shared.webhooks import webhook_id
 
@@ -230,23 +227,14 @@ async def enqueue_delivery(
 ) -> bool:
     """Send the delivery's job (arq's format, the same script as a generation's); False when
     its job is queued already."""
-    job_id = delivery_job_id(conversation_id)
-    now_ms = timestamp_ms()
-    defer_ms = round(defer_seconds * 1000) if defer_seconds else 0
-    payload = serialize_job(
-        {"t": None, "f": DELIVER_WEBHOOK, "a": [str(conversation_id)], "k": {}, "et": now_ms}
+    return await enqueue_job(
+        redis,
+        queue_name,
+        function=DELIVER_WEBHOOK,
+        args=[str(conversation_id)],
+        job_id=delivery_job_id(conversation_id),
+        defer_seconds=defer_seconds,
     )
-    queued = await _ENQUEUE_SCRIPT(
-        keys=[
-            job_key_prefix + job_id,
-            result_key_prefix + job_id,
-            queue_name,
-            wake_channel(queue_name),
-        ],
-        args=[defer_ms + expires_extra_ms, payload, job_id, now_ms + defer_ms],
-        client=redis,
-    )
-    return bool(queued)
 
 
 async def schedule_delivery(
