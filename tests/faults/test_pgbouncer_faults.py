@@ -1,0 +1,106 @@
+"""The nothing-lost guarantees behind PgBouncer in transaction mode (`DB_TRANSACTION_POOLER`):
+a worker killed mid-generation, and PostgreSQL cutting the pooler's server connections while
+requests and generations flow."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import URL
+
+from shared.settings import Settings
+from tests.support import pgbouncer
+from tests.support.auth import ADMIN_HEADERS
+from tests.support.fake_llm import FakeLLMServer
+from tests.support.fault_stack import FaultStack, open_stack, wait_for_calls
+from tests.support.pgbouncer import PgBouncer
+
+pytestmark = [
+    pytest.mark.fault,
+    pytest.mark.skipif(
+        pgbouncer.binary() is None and not __import__("os").environ.get("CI"),
+        reason="pgbouncer is not installed (Debian package pgbouncer; CI installs it)",
+    ),
+]
+
+
+@pytest.fixture
+def pooled(
+    settings: Settings, fault_database: URL, fake_llm: FakeLLMServer, tmp_path: Path
+) -> Iterator[FaultStack]:
+    bouncer = PgBouncer(settings.database_url, server_connections=4).start()
+    try:
+        with open_stack(
+            settings,
+            bouncer.url(fault_database),
+            fake_llm.url,
+            tmp_path,
+            workers=2,
+            DB_TRANSACTION_POOLER="true",
+        ) as stack:
+            yield stack
+    finally:
+        bouncer.stop()
+
+
+def test_a_generation_killed_with_its_worker_is_finished_by_another(
+    pooled: FaultStack, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.configure(hold=True)
+    prompt = "pooled and killed"
+    cid = pooled.submit(prompt)
+    wait_for_calls(fake_llm, prompt, 1)
+    # The worker whose log names the conversation holds it.
+    holder = next(w for w in pooled.workers if cid in w.log())
+    holder.kill()
+    fake_llm.configure(hold=False)
+    row = pooled.settle([cid], timeout=60)[cid]
+    assert row.status == "completed"
+
+
+def test_cut_server_connections_cost_503s_at_most_and_lose_nothing(
+    pooled: FaultStack, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.configure(mode="slow", delay_seconds=0.2)
+    statuses: Counter[int] = Counter()
+    accepted: list[str] = []
+    done = threading.Event()
+
+    def clients() -> None:
+        with httpx.Client(base_url=pooled.base_url, timeout=15, headers=ADMIN_HEADERS) as client:
+            for i in range(30):
+                response = client.post(
+                    "/conversations",
+                    json={
+                        "user_id": pooled.user_id,
+                        "model_version_id": pooled.model_id,
+                        "prompt": f"pooled through the cuts {i}",
+                    },
+                )
+                statuses[response.status_code] += 1
+                if response.status_code == 202:
+                    accepted.append(response.json()["id"])
+                    statuses[client.get(f"/conversations/{accepted[-1]}").status_code] += 1
+                time.sleep(0.05)
+        done.set()
+
+    thread = threading.Thread(target=clients)
+    thread.start()
+    cuts = 0
+    while not done.is_set():
+        cuts += pooled.db.terminate_backends()
+        time.sleep(0.1)
+    thread.join()
+    assert cuts > 0
+    assert set(statuses) <= {200, 202, 503}, statuses
+    assert statuses[202] > 0
+    ids = pooled.db.ids_of_user(pooled.user_id)
+    assert set(accepted) <= set(ids)
+    rows = pooled.settle(ids, timeout=60)
+    assert {r.status for r in rows.values()} == {"completed"}
