@@ -60,14 +60,19 @@ def test_no_server_ever_has_more_requests_than_its_capacity(
         OLLAMA_SERVERS=second_server.url,
         LLM_SERVER_CAPACITY=str(CAPACITY),
         WORKER_MAX_JOBS="20",
+        WORKER_LEASE_SECONDS="4",
+        WORKER_JOB_TIMEOUT_SECONDS="3",
+        OLLAMA_TIMEOUT_SECONDS="2",
     ) as stack:
         ids = _submit_all(stack, "capped")
-        rows = stack.wait_all(ids, timeout=90)
+        # A worker killed while it holds slots: they come back when their lease ends, and
+        # meanwhile they still count, so no server is pushed over its capacity.
+        wait_until(lambda: fake_llm.stats().generation_calls >= 2, timeout=30, what="calls")
+        stack.workers[0].kill()
+        rows = stack.wait_all(ids, timeout=120)
     assert {row["status"] for row in rows.values()} == {"completed"}
-    # Slots waited for are attempts given back: every conversation used exactly one.
-    assert {row["attempts"] for row in rows.values()} == {1}
     first, second = fake_llm.stats(), second_server.stats()
-    assert first.generation_calls + second.generation_calls == SUBMISSIONS
+    assert first.generation_calls + second.generation_calls >= SUBMISSIONS
     assert 1 <= first.max_in_flight <= CAPACITY
     assert 1 <= second.max_in_flight <= CAPACITY
 
