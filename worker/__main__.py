@@ -18,7 +18,7 @@ from shared.queue import create_queue_pool, live_workers
 from shared.settings import Settings, SettingsError, load_settings
 from shared.telemetry import instrument_redis, setup_telemetry
 from worker.arq_worker import build_worker
-from worker.context import PROCESS_NAME, RESOURCES_KEY
+from worker.context import PROCESS_NAME
 from worker.metrics_server import MetricsServer, start_metrics_server
 from worker.observability import Observability
 
@@ -70,7 +70,7 @@ async def serve(settings: Settings) -> None:
                 if not stopping.is_set():
                     raise
             except (RedisError, OSError) as exc:
-                if RESOURCES_KEY in worker.ctx:
+                if worker.reached_redis:
                     # It had been up: this is a new outage, not the next failed restart.
                     delay = 1.0
                 logger.error("worker_lost_redis", error=type(exc).__name__, restart_in=delay)

@@ -66,6 +66,9 @@ class QueueWorker(Worker):
         self._heartbeat_ttl = heartbeat_ttl_seconds
         self._member = instance_id()
         self._last_heartbeat = 0.0
+        # Whether this run ever got an answer from Redis: a run that loses it afterwards is a
+        # new outage, one that never reached it the next failed restart of the same one.
+        self.reached_redis = False
 
     async def main(self) -> None:
         """arq's main loop, with its fixed sleep replaced by a wait that new work cuts short."""
@@ -78,6 +81,7 @@ class QueueWorker(Worker):
             while True:
                 self._wake.clear()
                 await self._poll_iteration()
+                self.reached_redis = True
                 if self.burst and await self._burst_done():
                     return
                 with suppress(TimeoutError):

@@ -60,12 +60,6 @@ def test_submissions_while_redis_is_down_are_accepted_and_answered_once_it_is_ba
     assert stack.api.log().count("enqueue_failed") == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QueueWorker.main opens the worker's resources (and logs worker_ready) before it"
-    " touches Redis, so serve() takes every failed restart for a new outage and the delay"
-    " stays at 1 s for the whole outage instead of doubling up to MAX_RESTART_DELAY",
-)
 def test_restarts_into_a_redis_that_is_still_down_back_off(make_stack: MakeStack) -> None:
     stack = make_stack(workers=1)
     stack.redis.kill()
