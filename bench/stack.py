@@ -323,7 +323,7 @@ class Run:
         one's work. Users, model versions and keys stay."""
         ids = [str(r["id"]) for r in query(self.db_url, "SELECT id FROM conversation")]
         drop_queue_keys(redis_url, self.queue_name, ids)
-        query(self.db_url, "TRUNCATE conversation")
+        query(self.db_url, "TRUNCATE conversation CASCADE")  # with its webhook deliveries
 
 
 def drop_queue_keys(redis_url: str, queue_name: str, conversation_ids: list[str]) -> None:
