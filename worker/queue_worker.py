@@ -39,12 +39,17 @@ from worker.context import RESOURCES_KEY, WorkerResources
 _RESUBSCRIBE_MAX_SECONDS = 5.0
 _LISTEN_SECONDS = 1.0
 
-# KEYS[1] the queue; ARGV: now (ms), the in-progress key's lifetime (ms), its prefix, job ids.
-# Returns the started ids, each followed by its score, in the order given.
+# KEYS[1] the queue; ARGV: now (ms), the in-progress key's lifetime (ms), its prefix, how many
+# to start at most, job ids. Returns the started ids, each followed by its score, in the order
+# given: jobs already running (on this worker or another) are passed over, not counted.
 _START = """
 local started = {}
 local now = tonumber(ARGV[1])
-for i = 4, #ARGV do
+local limit = tonumber(ARGV[4])
+for i = 5, #ARGV do
+  if #started >= 2 * limit then
+    break
+  end
   local job_id = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], job_id)
   local in_progress = ARGV[3] .. job_id
@@ -144,8 +149,10 @@ class QueueWorker(Worker):
         """Start as many of `job_ids` as there are free slots, in one round trip; a job that
         is running elsewhere, deferred, or gone is skipped, as arq skips it."""
         free = self.max_jobs - self.job_counter
-        candidates = [i.decode() for i in job_ids if i.decode() not in self.tasks][: max(free, 0)]
-        if not candidates:
+        # Every queued id goes to the script, not only the first `free`: the first ones may be
+        # running on another worker (arq keeps a job in the queue until it ends).
+        candidates = [i.decode() for i in job_ids if i.decode() not in self.tasks]
+        if free <= 0 or not candidates:
             return
         reply = await _START_SCRIPT(
             keys=[self.queue_name],
@@ -153,6 +160,7 @@ class QueueWorker(Worker):
                 timestamp_ms(),
                 int(self.in_progress_timeout_s * 1000),
                 in_progress_key_prefix,
+                free,
                 *candidates,
             ],
             client=self.pool,

@@ -89,3 +89,14 @@ async def test_a_batch_starts_in_one_round_trip(
     await worker.start_jobs([b"start-a", b"start-b"])
     assert sent == ["EVALSHA"]
     assert sorted(worker.tasks) == ["start-a", "start-b", "start-warm"]
+
+
+async def test_jobs_another_worker_runs_are_passed_over_not_counted(worker: QueueWorker) -> None:
+    """arq keeps a running job in the queue until it ends: a second worker reading the queue
+    sees the first worker's jobs first, and must go past them to fill its free slots."""
+    now = timestamp_ms()
+    await _queue(worker, **{f"start-{n}": now - 10 for n in range(6)})
+    for n in range(3):
+        await worker.pool.set(f"{in_progress_key_prefix}start-{n}", b"1")
+    await worker.start_jobs([f"start-{n}".encode() for n in range(6)])
+    assert sorted(worker.tasks) == ["start-3", "start-4", "start-5"]
