@@ -20,6 +20,7 @@ from tests.support.auth import ADMIN_HEADERS
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.fault_stack import FaultStack, open_stack, wait_for_calls
 from tests.support.pgbouncer import PgBouncer
+from tests.support.stack_database import Database
 
 pytestmark = [
     pytest.mark.fault,
@@ -44,6 +45,8 @@ def pooled(
             workers=2,
             DB_TRANSACTION_POOLER="true",
         ) as stack:
+            # The test's own reads go straight to PostgreSQL: only the service is pooled.
+            stack.db = Database(fault_database)
             yield stack
     finally:
         bouncer.stop()
