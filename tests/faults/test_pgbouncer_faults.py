@@ -4,21 +4,21 @@ requests and generations flow."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy.engine import URL
 
 from shared.settings import Settings
 from tests.support import pgbouncer
-from tests.support.auth import ADMIN_HEADERS
 from tests.support.fake_llm import FakeLLMServer
-from tests.support.fault_stack import FaultStack, open_stack, wait_for_calls
+from tests.support.fault_stack import (
+    FaultStack,
+    open_stack,
+    submit_through_cuts,
+    wait_for_calls,
+)
 from tests.support.pgbouncer import PgBouncer
 from tests.support.stack_database import Database
 
@@ -71,36 +71,9 @@ def test_cut_server_connections_cost_503s_at_most_and_lose_nothing(
     pooled: FaultStack, fake_llm: FakeLLMServer
 ) -> None:
     fake_llm.configure(mode="slow", delay_seconds=0.2)
-    statuses: Counter[int] = Counter()
-    accepted: list[str] = []
-    done = threading.Event()
-
-    def clients() -> None:
-        with httpx.Client(base_url=pooled.base_url, timeout=15, headers=ADMIN_HEADERS) as client:
-            for i in range(30):
-                response = client.post(
-                    "/conversations",
-                    json={
-                        "user_id": pooled.user_id,
-                        "model_version_id": pooled.model_id,
-                        "prompt": f"pooled through the cuts {i}",
-                    },
-                )
-                statuses[response.status_code] += 1
-                if response.status_code == 202:
-                    accepted.append(response.json()["id"])
-                    statuses[client.get(f"/conversations/{accepted[-1]}").status_code] += 1
-                time.sleep(0.05)
-        done.set()
-
-    thread = threading.Thread(target=clients)
-    thread.start()
-    cuts = 0
-    while not done.is_set():
-        cuts += pooled.db.terminate_backends()
-        time.sleep(0.1)
-    thread.join()
-    assert cuts > 0
+    traffic = submit_through_cuts(pooled, "pooled through the cuts")
+    statuses, accepted = traffic.statuses, traffic.accepted
+    assert traffic.cuts > 0
     assert set(statuses) <= {200, 202, 503}, statuses
     assert statuses[202] > 0
     ids = pooled.db.ids_of_user(pooled.user_id)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -136,6 +138,50 @@ class FaultStack:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.redis.kill()
+
+
+@dataclass
+class CutTraffic:
+    """What clients saw while the database cut every connection, and how many were cut."""
+
+    statuses: Counter[int]
+    accepted: list[str]
+    cuts: int
+
+
+def submit_through_cuts(stack: FaultStack, prompt: str, *, count: int = 30) -> CutTraffic:
+    """Submit and poll `count` conversations, as real clients would, while the stack's
+    database connections are cut every 0.1 s."""
+    statuses: Counter[int] = Counter()
+    accepted: list[str] = []
+    done = threading.Event()
+
+    def clients() -> None:
+        with httpx.Client(base_url=stack.base_url, timeout=15, headers=ADMIN_HEADERS) as client:
+            for i in range(count):
+                response = client.post(
+                    "/conversations",
+                    json={
+                        "user_id": stack.user_id,
+                        "model_version_id": stack.model_id,
+                        "prompt": f"{prompt} {i}",
+                    },
+                )
+                statuses[response.status_code] += 1
+                if response.status_code == 202:
+                    accepted.append(response.json()["id"])
+                    statuses[client.get(f"/conversations/{accepted[-1]}").status_code] += 1
+                time.sleep(0.05)
+        done.set()
+
+    thread = threading.Thread(target=clients)
+    thread.start()
+    cuts = 0
+    while not done.is_set():
+        cuts += stack.db.terminate_backends()
+        time.sleep(0.1)
+    thread.join()
+    return CutTraffic(statuses, accepted, cuts)
 
 
 def wait_for_calls(llm: FakeLLMServer, prompt: str, count: int, *, timeout: float = 20) -> None:
