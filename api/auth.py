@@ -18,6 +18,7 @@ from api.deps import get_engine, get_settings
 from shared.api_keys import hash_key, same_secret
 from shared.db import driver_connection
 from shared.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from shared.models import Priority
 from shared.repositories import api_keys
 
 # auto_error=False: a missing header is answered by our 401 in the error contract, not
@@ -33,6 +34,8 @@ class Principal:
 
     user_id: uuid.UUID | None
     key_id: uuid.UUID | None = None
+    # The highest priority the key may submit at (the admin's: any).
+    max_priority: Priority = Priority.INTERACTIVE
 
     @property
     def is_admin(self) -> bool:
@@ -67,10 +70,9 @@ async def _resolve(
         found = await api_keys.owner_of(db, digest)
     if found is None:
         return None
-    key_id, user_id, stored = found
-    if not same_secret(digest, stored):
+    if not same_secret(digest, found.key_hash):
         return None
-    return Principal(user_id=user_id, key_id=key_id)
+    return Principal(user_id=found.user_id, key_id=found.key_id, max_priority=found.max_priority)
 
 
 async def authenticate(

@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.limits import SubmissionLimiter, check_submission_sizes
 from shared.job_contract import GENERATE_CONVERSATION, generation_job_id
 from shared.metrics import Metrics
-from shared.queue import enqueue_generation
+from shared.models import Priority
+from shared.queue import Placement, enqueue_generation, placement_for
 from shared.schemas.conversations import ConversationCreate, ConversationRead
 from shared.services import conversations as service
 from shared.settings import Settings
@@ -57,6 +58,7 @@ class Submissions:
         owner: uuid.UUID,
         limited: bool,
         idempotency_key: str | None = None,
+        ceiling: Priority = Priority.INTERACTIVE,
     ) -> Submission:
         """Store the conversation for `owner` and, unless it came with its answer, queue it.
 
@@ -64,8 +66,11 @@ class Submissions:
         is not). The job is sent only once the row is committed, so a worker that picks it up
         at once finds the row; a job Redis cannot take is sent by the sweeper later. A retry
         under the same `idempotency_key` gets the conversation back and queues nothing.
+        A priority above the key's `ceiling` is lowered to it.
         """
         check_submission_sizes(data, self.settings)
+        if data.priority.at_most(ceiling) is not data.priority:
+            data = data.model_copy(update={"priority": ceiling})
         generate = data.response is None
         if generate and limited:
             await self.limiter.check_rate(owner)
@@ -84,9 +89,17 @@ class Submissions:
         if stored.replayed:
             return Submission(conversation, queued=generate, replayed=True)
         if generate:
-            await publish(self.queue, conversation.id)
+            await publish(
+                self.queue, conversation.id, self.placement(conversation, stored.provider)
+            )
         self.metrics.conversations_submitted_total.labels("queued" if generate else "stored").inc()
         return Submission(conversation, queued=generate)
+
+    def placement(self, conversation: ConversationRead, provider: str | None) -> Placement:
+        """Where its job goes in the fair order: its user's flow at its priority."""
+        return placement_for(
+            conversation.user_id, conversation.priority, provider, settings=self.settings
+        )
 
     def location(self, conversation_id: uuid.UUID) -> str:
         """Where to poll. Never from the Host header: a forged host would turn the link into
@@ -97,7 +110,7 @@ class Submissions:
         return str(self.settings.PUBLIC_BASE_URL).rstrip("/") + path
 
 
-async def publish(queue: ArqRedis, conversation_id: uuid.UUID) -> bool:
+async def publish(queue: ArqRedis, conversation_id: uuid.UUID, placement: Placement) -> bool:
     """Send the job. When Redis cannot take it the row stays committed as `pending` and the
     worker's sweeper queues it later, so the client's 202 stays true. Returns whether the job
     reached Redis."""
@@ -116,7 +129,7 @@ async def publish(queue: ArqRedis, conversation_id: uuid.UUID) -> bool:
         try:
             # Injected inside the producer span: the job's span becomes its child.
             queued = await enqueue_generation(
-                queue, conversation_id, trace_context=inject_trace_context()
+                queue, conversation_id, trace_context=inject_trace_context(), placement=placement
             )
         except (RedisError, OSError, TimeoutError) as exc:
             span.set_status(Status(StatusCode.ERROR, "enqueue failed"))

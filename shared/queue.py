@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -24,6 +25,7 @@ from shared.job_contract import (
     generation_job_id,
     serialize_job,
 )
+from shared.models import Priority
 from shared.redis_connection import connection_pool
 from shared.settings import Settings
 
@@ -71,18 +73,92 @@ def wake_channel(queue_name: str) -> str:
     return f"{queue_name}:wake"
 
 
+# The queue is arq's sorted set, its scores in two bands (docs/architecture.md, "Scheduling"):
+# below READY_BELOW a score is a job's rank in the fair order, due now, lowest first; from
+# READY_BELOW up it is a time in ms (arq's own format) before which the job does not run:
+# a deferral or a retry, ranked when it is due. A started job is moved to RUNNING_MARK (far in
+# the future, so never due) until it ends: waiting jobs are then always at the front.
+READY_BELOW = 10**12  # ms since the epoch: 2001; every real time is above, every rank below
+RUNNING_MARK = 10**15
+
+
+def fair_clock(queue_name: str) -> str:
+    """The virtual time: the highest rank a job has been started at."""
+    return f"{queue_name}:fair:clock"
+
+
+def fair_flows(queue_name: str) -> str:
+    """Hash: flow (user and priority) -> the rank after its last queued job."""
+    return f"{queue_name}:fair:flows"
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a job goes in the fair order: its flow (one per user and priority; None: the
+    front of the queue), what one job costs that flow (batch costs more, so interactive work
+    gets the bigger share), and the provider whose capacity it needs (None: no check)."""
+
+    flow: str | None = None
+    cost: int = 1
+    provider: str | None = None
+
+
+def placement_for(
+    user_id: uuid.UUID, priority: Priority, provider: str | None, *, settings: Settings
+) -> Placement:
+    """A conversation's place: its user's flow at its priority, at that priority's cost."""
+    cost = settings.SCHEDULER_BATCH_COST if priority is Priority.BATCH else 1
+    return Placement(flow=f"{user_id}:{priority.value}", cost=cost, provider=provider)
+
+
+# Start-time fair queuing over the flows: a job's rank is where its flow's last one ended, or
+# the clock if the flow was idle (a user with nothing queued goes next); the flow then moves on
+# by the job's cost. Used by the enqueue here and by the worker's take (worker/scheduler.py).
+# Needs locals `clock_key`, `flows_key`; defines rank_for(flow, cost).
+RANK_FOR = """
+local function rank_for(flow, cost)
+  local clock = tonumber(redis.call('GET', clock_key) or '0')
+  if flow == nil or flow == '' then
+    return clock
+  end
+  local start = math.max(tonumber(redis.call('HGET', flows_key, flow) or '0'), clock)
+  redis.call('HSET', flows_key, flow, start + cost)
+  return start
+end
+"""
+
 # arq's enqueue is WATCH, EXISTS, MULTI/PSETEX/ZADD/EXEC: three round trips. This does the
-# same writes, in the same format arq reads, in one, and wakes the idle workers.
-# KEYS: job key, result key, queue, wake channel. ARGV: expiry ms, payload, job id, score.
-_ENQUEUE = """
+# same writes, in the format arq reads, in one, ranks the job and wakes the idle workers.
+# KEYS: job key, result key, queue, wake channel, in-progress key, clock, flows.
+# ARGV: expiry ms, payload, job id, now ms, defer ms, flow, cost.
+_ENQUEUE = (
+    """
+local clock_key, flows_key = KEYS[6], KEYS[7]
+"""
+    + RANK_FOR
+    + f"""
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  -- Queued already. One left at the running mark by a worker that died (the sweeper has
+  -- released it) is due again: the next take ranks it.
+  local score = redis.call('ZSCORE', KEYS[3], ARGV[3])
+  if score and tonumber(score) >= {RUNNING_MARK} and redis.call('EXISTS', KEYS[5]) == 0 then
+    redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+    redis.call('PUBLISH', KEYS[4], ARGV[3])
+  end
   return 0
 end
 redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+local score
+if tonumber(ARGV[5]) > 0 then
+  score = tonumber(ARGV[4]) + tonumber(ARGV[5])
+else
+  score = rank_for(ARGV[6], tonumber(ARGV[7]))
+end
+redis.call('ZADD', KEYS[3], score, ARGV[3])
 redis.call('PUBLISH', KEYS[4], ARGV[3])
 return 1
 """
+)
 # Made once: its SHA-1 is computed here, not on every enqueue. EVALSHA, falling back to EVAL
 # the first time a server sees the script.
 _ENQUEUE_SCRIPT = AsyncScript(None, _ENQUEUE.encode())  # type: ignore[arg-type]  # bytes: no client needed
@@ -94,6 +170,7 @@ async def enqueue_generation(
     *,
     trace_context: dict[str, str] | None = None,
     defer_seconds: float | None = None,
+    placement: Placement | None = None,
 ) -> bool:
     """Queue the generation of one conversation; False when its job is already queued."""
     job = GenerationJob(conversation_id=conversation_id, trace_context=trace_context or {})
@@ -104,6 +181,7 @@ async def enqueue_generation(
         args=[str(job.conversation_id), job.trace_context],
         job_id=generation_job_id(conversation_id),
         defer_seconds=defer_seconds,
+        placement=placement,
     )
 
 
@@ -115,20 +193,36 @@ async def enqueue_job(
     args: list[Any],
     job_id: str,
     defer_seconds: float | None = None,
+    placement: Placement | None = None,
 ) -> bool:
-    """Queue one arq job in arq's own format, in one round trip, and wake an idle worker;
-    False when a job with that id is queued already."""
+    """Queue one arq job in arq's own format, in one round trip, ranked by `placement`, and
+    wake an idle worker; False when a job with that id is queued already."""
     now_ms = timestamp_ms()
     defer_ms = round(defer_seconds * 1000) if defer_seconds else 0
-    payload = serialize_job({"t": None, "f": function, "a": args, "k": {}, "et": now_ms})
+    place = placement or Placement()
+    body: dict[str, Any] = {"t": None, "f": function, "a": args, "k": {}, "et": now_ms}
+    # Beside arq's fields, which it ignores: what ranks the job again after a deferral, and the
+    # capacity it waits for.
+    body.update({"fl": place.flow, "c": place.cost, "p": place.provider})
     queued = await _ENQUEUE_SCRIPT(
         keys=[
             job_key_prefix + job_id,
             result_key_prefix + job_id,
             queue_name,
             wake_channel(queue_name),
+            in_progress_key_prefix + job_id,
+            fair_clock(queue_name),
+            fair_flows(queue_name),
         ],
-        args=[defer_ms + expires_extra_ms, payload, job_id, now_ms + defer_ms],
+        args=[
+            defer_ms + expires_extra_ms,
+            serialize_job(body),
+            job_id,
+            now_ms,
+            defer_ms,
+            place.flow or "",
+            place.cost,
+        ],
         client=redis,
     )
     return bool(queued)

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     SUBMIT_RATE_LIMIT: str = "120/minute"
     MAX_ACTIVE_CONVERSATIONS_PER_USER: Annotated[int, Field(ge=0)] = 100
     QUEUE_MAX_DEPTH: Annotated[int, Field(ge=0)] = 10_000
+    # What one batch job costs its user's fair share, in interactive jobs: while both wait,
+    # interactive work gets this many times the share of batch work (1: the same share).
+    SCHEDULER_BATCH_COST: Annotated[int, Field(ge=1, le=1000)] = 4
 
     POSTGRES_HOSTNAME: str = "127.0.0.1"
     POSTGRES_USER: str = "postgres"

@@ -11,6 +11,7 @@ from arq.worker import func
 from loguru import logger
 
 from shared.job_contract import GENERATE_CONVERSATION, deserialize_job, serialize_job
+from shared.llm.registry import SUPPORTED_PROVIDERS
 from shared.queue import create_queue_pool, heartbeat_key
 from shared.settings import Settings
 from shared.webhook_deliveries import DELIVER_WEBHOOK
@@ -24,6 +25,7 @@ from worker.context import (
 from worker.jobs import generate_conversation
 from worker.observability import Observability
 from worker.queue_worker import QueueWorker
+from worker.scheduler import provider_capacities
 from worker.sweeper import sweep_job
 from worker.webhook_delivery import deliver_webhook, job_timeout
 
@@ -74,6 +76,10 @@ def build_worker(settings: Settings, obs: Observability, **overrides: Any) -> Qu
         "health_check_key": heartbeat_key(settings.QUEUE_NAME, socket.gethostname(), os.getpid()),
         # In the registry, a heartbeat expires after two missed refreshes.
         "heartbeat_ttl_seconds": settings.WORKER_HEALTH_CHECK_INTERVAL_SECONDS * 2 + 1,
+        # Jobs start only while their provider's servers have room (worker/scheduler.py).
+        "provider_capacities": provider_capacities(
+            {p: settings.model_servers(p) for p in SUPPORTED_PROVIDERS}
+        ),
         "job_completion_wait": settings.WORKER_SHUTDOWN_GRACE_SECONDS,
         "job_serializer": serialize_job,
         "job_deserializer": deserialize_job,

@@ -7,10 +7,11 @@ finished job frees its slot with a wake-up too; the poll stays, as the fallback 
 jobs and for wake-ups lost while Redis was away. An idle worker sends a handful of commands
 per second, as before.
 
-Jobs start in one round trip per batch: a script takes every due job of the batch that no one
-is running (arq's own in-progress key, set as arq sets it), where arq spends four sequential
-round trips per job (WATCH, EXISTS, ZSCORE, MULTI/EXEC). Under load each of those waits for the
-event loop to come round again, so a full worker's slots refilled at tens of jobs a second.
+Which jobs start is the scheduler's (`worker/scheduler.py`): one script per poll takes as many
+as there are free slots, in fair order across users and priorities, each only if its model
+servers have room, where arq spends four sequential round trips per job (WATCH, EXISTS,
+ZSCORE, MULTI/EXEC) in enqueue order. A job's end is one script too (arq's writes and the
+admission token back).
 
 Each worker also keeps its heartbeat in one sorted set per queue (member `host:pid`, score
 the time it expires), so counting live workers is one `ZCOUNT` however large the keyspace.
@@ -21,52 +22,40 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
-from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 from loguru import logger
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from shared.completion import cancel_channel
 from shared.logs import instance_id
-from shared.queue import heartbeat_registry, wake_channel
+from shared.queue import RUNNING_MARK, heartbeat_registry, wake_channel
 from worker.context import RESOURCES_KEY, WorkerResources
+from worker.scheduler import Scheduler
 
 _RESUBSCRIBE_MAX_SECONDS = 5.0
 _LISTEN_SECONDS = 1.0
 
-# KEYS[1] the queue; ARGV: now (ms), the in-progress key's lifetime (ms), its prefix, how many
-# to start at most, job ids. Returns the started ids, each followed by its score, in the order
-# given: jobs already running (on this worker or another) are passed over, not counted.
-_START = """
-local started = {}
-local now = tonumber(ARGV[1])
-local limit = tonumber(ARGV[4])
-for i = 5, #ARGV do
-  if #started >= 2 * limit then
-    break
-  end
-  local job_id = ARGV[i]
-  local score = redis.call('ZSCORE', KEYS[1], job_id)
-  local in_progress = ARGV[3] .. job_id
-  if score and tonumber(score) <= now and redis.call('EXISTS', in_progress) == 0 then
-    redis.call('PSETEX', in_progress, ARGV[2], '1')
-    started[#started + 1] = job_id
-    started[#started + 1] = score
-  end
-end
-return started
-"""
-_START_SCRIPT = AsyncScript(None, _START.encode())  # type: ignore[arg-type]  # bytes: no client needed
-
 
 class QueueWorker(Worker):
-    def __init__(self, *args: Any, heartbeat_ttl_seconds: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        heartbeat_ttl_seconds: float,
+        provider_capacities: Mapping[str, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.scheduler = Scheduler(
+            self.pool,
+            self.queue_name,
+            in_progress_ms=int(self.in_progress_timeout_s * 1000),
+            capacities=dict(provider_capacities or {}),
+        )
         self._wake = asyncio.Event()
         self._heartbeat_ttl = heartbeat_ttl_seconds
         self._member = instance_id()
@@ -145,32 +134,68 @@ class QueueWorker(Worker):
         if resources.running.cancel(conversation_id):
             logger.info("generation_cancel_requested", conversation_id=str(conversation_id))
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Start as many of `job_ids` as there are free slots, in one round trip; a job that
-        is running elsewhere, deferred, or gone is skipped, as arq skips it."""
+    async def _poll_iteration(self) -> None:
+        """arq's poll, with the scheduler choosing what starts (arq reads the queue in score
+        order and starts each job in its own round trips)."""
         free = self.max_jobs - self.job_counter
-        # Every queued id goes to the script, not only the first `free`: the first ones may be
-        # running on another worker (arq keeps a job in the queue until it ends).
-        candidates = [i.decode() for i in job_ids if i.decode() not in self.tasks]
-        if free <= 0 or not candidates:
-            return
-        reply = await _START_SCRIPT(
-            keys=[self.queue_name],
-            args=[
-                timestamp_ms(),
-                int(self.in_progress_timeout_s * 1000),
-                in_progress_key_prefix,
-                free,
-                *candidates,
-            ],
-            client=self.pool,
+        if self.burst and self.max_burst_jobs >= 0:
+            free = min(free, self.max_burst_jobs - self._jobs_started())
+        if free > 0 and self.allow_pick_jobs:
+            await self.start_jobs(free)
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # an error in run_job is raised here, as arq does
+        await self.heart_beat()
+
+    async def start_jobs(self, free: int) -> None:  # type: ignore[override]  # arq's takes ids
+        """Start up to `free` jobs, as the scheduler picks them, in one round trip."""
+        started = await self.scheduler.take(
+            now_ms=timestamp_ms(), limit=free, scan=self.queue_read_limit
         )
-        for job_id, score in zip(reply[::2], reply[1::2], strict=True):
+        for job in started:
             await self.sem.acquire()  # free: at most `free` jobs were started
             self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id.decode(), int(float(score))))
+            # arq adds a retry's delay to the score it was given: the one the job has now.
+            task = self.loop.create_task(self.run_job(job.job_id, RUNNING_MARK))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id.decode()] = task
+            self.tasks[job.job_id] = task
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's end of a job in one script that also gives back its admission token and
+        makes a job shutdown took away due again."""
+        if result_data is not None:  # never here (keep_result=0); arq's way keeps the result
+            await super().finish_job(
+                job_id,
+                finish,
+                result_data,
+                result_timeout_s,
+                keep_result_forever,
+                incr_score,
+                keep_in_progress,
+            )
+            await self.scheduler.give_back_token(job_id)
+            return
+        await self.scheduler.finish(
+            job_id,
+            now_ms=timestamp_ms(),
+            done=finish,
+            incr_score=incr_score,
+            keep_in_progress_ms=None if keep_in_progress is None else int(keep_in_progress * 1000),
+        )
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        await super().finish_failed_job(job_id, result_data)
+        await self.scheduler.give_back_token(job_id)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         # A full worker skips the queue; once a slot is free, look at once, not at the poll.

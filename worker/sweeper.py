@@ -14,9 +14,11 @@ from typing import Any
 from arq.connections import ArqRedis
 from loguru import logger
 from redis.exceptions import RedisError
+from sqlalchemy import select
 
 from shared.db import unit_of_work
-from shared.queue import enqueue_generation, release_job
+from shared.models import Conversation, ModelVersion, Priority
+from shared.queue import Placement, enqueue_generation, placement_for, release_job
 from shared.repositories.conversations import ConversationRepository
 from worker.context import WorkerResources, resources
 from worker.webhook_sweep import sweep_webhooks
@@ -30,11 +32,34 @@ class SweepReport:
     requeued: int
 
 
-async def _enqueue_all(queue: ArqRedis, ids: list[uuid.UUID]) -> int:
+async def _placements(res: WorkerResources, ids: list[uuid.UUID]) -> dict[uuid.UUID, Placement]:
+    """Where each conversation's job goes in the fair order (its user, priority, provider)."""
+    if not ids:
+        return {}
+    stmt = (
+        select(Conversation.id, Conversation.user_id, Conversation.priority, ModelVersion.provider)
+        .join(ModelVersion, ModelVersion.id == Conversation.model_version_id)
+        .where(Conversation.id.in_(ids))
+    )
+    async with res.session_factory() as session:
+        rows = (await session.execute(stmt)).all()
+    return {
+        row.id: placement_for(
+            row.user_id, Priority(row.priority), row.provider, settings=res.settings
+        )
+        for row in rows
+    }
+
+
+async def _enqueue_all(
+    queue: ArqRedis, ids: list[uuid.UUID], placements: dict[uuid.UUID, Placement]
+) -> int:
     queued = 0
     for conversation_id in ids:
         # Idempotent: a conversation whose job still exists keeps that one job.
-        if await enqueue_generation(queue, conversation_id):
+        if await enqueue_generation(
+            queue, conversation_id, placement=placements.get(conversation_id)
+        ):
             queued += 1
     return queued
 
@@ -53,7 +78,8 @@ async def sweep(res: WorkerResources, queue: ArqRedis) -> SweepReport:
         # Its job is still in Redis but held by the dead worker's in-progress marker.
         await release_job(queue, conversation_id)
     # Reclaimed rows are due at once; the others had their grace period to show up.
-    requeued = await _enqueue_all(queue, list(dict.fromkeys([*reclaimed, *due])))
+    ids = list(dict.fromkeys([*reclaimed, *due]))
+    requeued = await _enqueue_all(queue, ids, await _placements(res, ids))
     await sweep_webhooks(res, queue)
     report = SweepReport(reclaimed=len(reclaimed), requeued=requeued)
     if report.reclaimed or report.requeued:

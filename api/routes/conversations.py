@@ -99,7 +99,11 @@ async def create_conversation(
     owner = _owner_for(caller, data)
     webhooks.check_callback(data, submissions.settings)
     done = await submissions.submit(
-        data, owner=owner, limited=not caller.is_admin, idempotency_key=idempotency_key
+        data,
+        owner=owner,
+        limited=not caller.is_admin,
+        idempotency_key=idempotency_key,
+        ceiling=caller.max_priority,
     )
     conversation = done.conversation
     headers = {"Location": submissions.location(conversation.id)}

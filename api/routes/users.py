@@ -79,7 +79,7 @@ async def delete_user(user_id: uuid.UUID, session: SessionDep, _: AdminDep) -> N
     "/{user_id}/api-keys",
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
-    responses=error_responses(400, 404, 409, 422, 503),
+    responses=error_responses(400, 403, 404, 409, 422, 503),
 )
 async def create_api_key(
     user_id: uuid.UUID,
@@ -93,7 +93,7 @@ async def create_api_key(
     """
     caller.require_self_or_admin(user_id, not_found=USER_NOT_FOUND)
     key, secret = await key_service.create_api_key(
-        session, user_id=user_id, data=data or ApiKeyCreate()
+        session, user_id=user_id, data=data or ApiKeyCreate(), ceiling=caller.max_priority
     )
     return ApiKeyCreated.model_validate(
         {**ApiKeyRead.model_validate(key).model_dump(), "key": secret}

@@ -2,7 +2,12 @@
 
 from shared.models.api_key import ApiKey
 from shared.models.base import Base
-from shared.models.conversation import TERMINAL_STATUSES, Conversation, ConversationStatus
+from shared.models.conversation import (
+    TERMINAL_STATUSES,
+    Conversation,
+    ConversationStatus,
+    Priority,
+)
 from shared.models.model_version import ModelVersion
 from shared.models.user import User
 from shared.models.webhook_delivery import DeliveryState, WebhookDelivery
@@ -15,6 +20,7 @@ __all__ = [
     "ConversationStatus",
     "DeliveryState",
     "ModelVersion",
+    "Priority",
     "User",
     "WebhookDelivery",
 ]

@@ -23,6 +23,22 @@ class ConversationStatus(StrEnum):
         return self in TERMINAL_STATUSES
 
 
+class Priority(StrEnum):
+    """How a conversation waits for a worker: `interactive` work overtakes `batch` work in the
+    queue, which still gets its share (see docs/architecture.md, "Scheduling")."""
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+    def at_most(self, ceiling: Priority) -> Priority:
+        """This priority, lowered to `ceiling` if it is above it."""
+        return self if _RANK[self] <= _RANK[ceiling] else ceiling
+
+
+_RANK = {Priority.BATCH: 0, Priority.INTERACTIVE: 1}
+PRIORITY_VALUES = ", ".join(f"'{p.value}'" for p in Priority)
+
+
 TERMINAL_STATUSES = frozenset(
     {ConversationStatus.COMPLETED, ConversationStatus.FAILED, ConversationStatus.CANCELLED}
 )
@@ -74,10 +90,12 @@ class Conversation(Record):
     request_hash: Mapped[str | None] = mapped_column(String(64))
     # Where the finished conversation is delivered (docs/webhooks.md); None: nowhere.
     callback_url: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[str] = mapped_column(String(16), server_default=Priority.INTERACTIVE.value)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
+        CheckConstraint(f"priority IN ({PRIORITY_VALUES})", name="priority"),
         Index("ix_conversation_user_id_created_at", "user_id", "created_at"),
         Index("ix_conversation_model_version_id", "model_version_id"),
         Index("ix_conversation_created_at", "created_at"),
@@ -102,6 +120,13 @@ class Conversation(Record):
             "ix_conversation_completed_at_callback",
             "completed_at",
             postgresql_where=text("callback_url IS NOT NULL"),
+        ),
+        # The oldest pending conversation of each priority (readiness and metrics).
+        Index(
+            "ix_conversation_pending_priority",
+            "priority",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
         ),
         # Counting one user's unfinished conversations (the per-user cap at submit).
         Index(

@@ -1,26 +1,37 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import DriverConnection, statement_span
-from shared.models import ApiKey, User
+from shared.models import ApiKey, Priority, User
 
 # Every authenticated request with a user key runs it: written out, run on the driver.
 _OWNER_OF = f"""
-SELECT k.id, k.user_id, k.key_hash
+SELECT k.id, k.user_id, k.key_hash, k.max_priority
 FROM "{ApiKey.__tablename__}" AS k JOIN "{User.__tablename__}" AS u ON u.id = k.user_id
 WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.is_active
 """  # noqa: S608  (names from the mapped schema; the value is bound)
 
 
-async def owner_of(db: DriverConnection, key_hash: str) -> tuple[uuid.UUID, uuid.UUID, str] | None:
-    """(key id, user id, stored hash) of a live key of an active user; one index probe."""
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    key_id: uuid.UUID
+    user_id: uuid.UUID
+    key_hash: str  # as stored, compared in constant time by the caller
+    max_priority: Priority
+
+
+async def owner_of(db: DriverConnection, key_hash: str) -> KeyOwner | None:
+    """The live key of an active user with this hash; one index probe."""
     with statement_span("SELECT", ApiKey.__tablename__):
         row = await db.fetchrow(_OWNER_OF, key_hash)
-    return None if row is None else (row["id"], row["user_id"], row["key_hash"])
+    if row is None:
+        return None
+    return KeyOwner(row["id"], row["user_id"], row["key_hash"], Priority(row["max_priority"]))
 
 
 class ApiKeyRepository:

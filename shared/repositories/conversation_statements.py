@@ -55,6 +55,7 @@ WRITTEN = (
     "idempotency_key",
     "request_hash",
     "callback_url",
+    "priority",
 )
 _NEW_VALUES = ", ".join(f"${n}" for n in range(5, 5 + len(WRITTEN) - 2))
 
@@ -76,7 +77,7 @@ WHERE u.id = $1 AND u.is_active AND m.id = $2 AND m.is_active
   ) < $4)
 FOR SHARE OF u, m
 ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {_READ}
+RETURNING {_READ}, (SELECT provider FROM "{_MODEL_VERSION}" WHERE id = $2) AS provider
 """
 
 # Taken before counting a user's unfinished conversations: its submissions take turns.
@@ -135,7 +136,8 @@ async def insert(
 ) -> Row | None:
     """Insert a conversation with `values` (the written columns but the two ids; a missing one
     is NULL) if its user and model version are active, its model's provider is among
-    `providers` and its user is under `cap`; the row as read, or None."""
+    `providers` and its user is under `cap`; the row as read and its model's `provider`, or
+    None."""
     with statement_span("INSERT", _CONVERSATION):
         row = await db.fetchrow(
             INSERT,

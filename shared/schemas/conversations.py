@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from shared.models import ConversationStatus
+from shared.models import ConversationStatus, Priority
 from shared.schemas.common import (
     NO_NUL,
     NO_NUL_NOT_BLANK,
@@ -60,6 +60,12 @@ class ConversationCreate(StrictInput):
         "once it is completed, failed or cancelled; see docs/webhooks.md. Only for a "
         "generated conversation (not with `response`).",
     )
+    priority: Priority = Field(
+        default=Priority.INTERACTIVE,
+        description="How it waits for a worker: `interactive` work overtakes `batch` work, "
+        "which still gets its share. A key may be limited to `batch`; a higher priority asked "
+        "for is lowered to the key's ceiling (the response says which one it got).",
+    )
 
 
 class ConversationUpdate(StrictInput):
@@ -92,6 +98,7 @@ class ConversationRead(ReadModel):
     finish_reason: str | None
     trace_id: str | None
     callback_url: str | None = Field(description="Where the finished conversation is delivered.")
+    priority: Priority
     input_tokens: int | None
     output_tokens: int | None
     total_tokens: int | None

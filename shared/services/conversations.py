@@ -64,6 +64,7 @@ class Stored:
 
     row: Row
     replayed: bool = False
+    provider: str | None = None  # who generates it: the job goes to that provider's servers
 
 
 def request_fingerprint(data: ConversationCreate) -> str:
@@ -100,6 +101,7 @@ async def create_conversation(
     generate = data.response is None
     values: dict[str, Any] = data.model_dump(exclude={"user_id", "model_version_id"})
     values["trace_id"] = trace_id
+    values["priority"] = data.priority.value
     if generate:
         values["status"] = ConversationStatus.PENDING.value
     else:
@@ -150,7 +152,8 @@ async def _store(db: DriverConnection, target: _Target) -> Stored | statements.N
             cap=target.cap,
         )
         if row is not None:
-            return Stored(row)
+            provider = row.pop("provider")
+            return Stored(row, provider=provider)
         keyed = await _keyed(db, target.user_id, key)
         if keyed is None:
             break

@@ -44,7 +44,7 @@ async def test_a_pending_conversation_is_queued_with_its_trace(
         raw = await store.get(job_key)
         assert raw is not None
         assert body["trace_id"] in raw.decode()  # the traceparent rides in the job
-        assert await store.zscore(settings.QUEUE_NAME, job_key.removeprefix("arq:job:"))
+        assert await store.zscore(settings.QUEUE_NAME, job_key.removeprefix("arq:job:")) is not None
     finally:
         await store.delete(job_key)
         await store.zrem(settings.QUEUE_NAME, job_key.removeprefix("arq:job:"))

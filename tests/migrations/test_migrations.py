@@ -78,6 +78,7 @@ BEFORE_API_KEYS = "9ae7be97a623"
 API_KEYS = "5c1d2e3f4a5b"
 IDEMPOTENCY = "7d2e4f6a8b9c"
 WEBHOOKS = "8e3f5a7b9c1d"
+PRIORITIES = "a1b2c3d4e5f6"
 
 _SEED = """
 WITH u AS (INSERT INTO "user" (email) VALUES ('kept@example.com') RETURNING id),
@@ -195,4 +196,34 @@ def test_downgrading_the_webhooks_migration_keeps_every_conversation_but_its_cal
         == [{"callback_url": None}] * 2
     )
     assert _sql(empty_database, "SELECT count(*) AS n FROM webhook_delivery") == [{"n": 0}]
+    assert _diff(empty_database) == []
+
+
+def test_downgrading_the_priorities_migration_keeps_every_row_but_its_priority(
+    empty_database: URL,
+) -> None:
+    """The decision (see the migration's docstring): rows stay as they are; priorities and key
+    ceilings go. Upgrading again reads every conversation and key as `interactive`."""
+    config = database.alembic_config(empty_database)
+    command.upgrade(config, PRIORITIES)
+    _sql(empty_database, _SEED)
+    _sql(empty_database, "UPDATE conversation SET priority = 'batch'")
+    _sql(empty_database, "UPDATE api_key SET max_priority = 'batch'")
+    before = _content(empty_database)
+
+    command.downgrade(config, WEBHOOKS)
+    kept = _content(empty_database)
+    assert kept["conversation"] == [
+        {k: v for k, v in row.items() if k != "priority"} for row in before["conversation"]
+    ]
+    assert (kept['"user"'], kept["model_version"]) == (before['"user"'], before["model_version"])
+
+    command.upgrade(config, "head")
+    assert (
+        _sql(empty_database, "SELECT priority FROM conversation")
+        == [{"priority": "interactive"}] * 2
+    )
+    assert _sql(empty_database, "SELECT max_priority FROM api_key") == [
+        {"max_priority": "interactive"}
+    ]
     assert _diff(empty_database) == []

@@ -1,4 +1,4 @@
-"""Starting jobs: a batch in one round trip, skipping what arq would skip, within free slots."""
+"""Starting jobs: a batch in one round trip, within free slots, past what others run."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import pytest
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 
+from shared.queue import enqueue_job
 from shared.settings import Settings
 from worker.arq_worker import build_worker
 from worker.observability import Observability
 from worker.queue_worker import QueueWorker
+from worker.scheduler import Scheduler
 
 
 @pytest.fixture
@@ -29,13 +31,18 @@ async def worker(
         task.cancel()
     await asyncio.gather(*built.tasks.values(), return_exceptions=True)
     built.tasks.clear()  # ended here; `close` would wait on them again
-    keys = [k async for k in pool.scan_iter(match=f"{in_progress_key_prefix}start-*")]
+    keys = [k async for k in pool.scan_iter(match="arq:*:start-*")]
     await pool.delete(settings.QUEUE_NAME, *keys)
     await built.close()
 
 
-async def _queue(worker: QueueWorker, **scores: int) -> None:
-    await worker.pool.zadd(worker.queue_name, scores)
+async def _queue(worker: QueueWorker, *names: str) -> None:
+    for name in names:
+        await enqueue_job(worker.pool, worker.queue_name, function="noop", args=[], job_id=name)
+
+
+async def _poll(worker: QueueWorker) -> None:
+    await worker.start_jobs(worker.max_jobs - worker.job_counter)
 
 
 def _counting_commands(worker: QueueWorker, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -50,15 +57,18 @@ def _counting_commands(worker: QueueWorker, monkeypatch: pytest.MonkeyPatch) -> 
     return sent
 
 
-async def test_due_jobs_nobody_runs_start_and_the_rest_are_skipped_as_arq_skips_them(
-    worker: QueueWorker,
-) -> None:
-    now = timestamp_ms()
-    await _queue(worker, **{"start-due": now - 10, "start-running": now - 10})
-    await _queue(worker, **{"start-deferred": now + 60_000})
+async def test_due_jobs_nobody_runs_start_and_the_rest_wait(worker: QueueWorker) -> None:
+    await _queue(worker, "start-due", "start-running")
+    await enqueue_job(
+        worker.pool,
+        worker.queue_name,
+        function="noop",
+        args=[],
+        job_id="start-deferred",
+        defer_seconds=60,
+    )
     await worker.pool.set(f"{in_progress_key_prefix}start-running", b"1")
-    ids = [b"start-due", b"start-running", b"start-deferred", b"start-gone"]
-    await worker.start_jobs(ids)
+    await _poll(worker)
     assert list(worker.tasks) == ["start-due"]
     assert worker.job_counter == 1
     ttl = await worker.pool.pttl(f"{in_progress_key_prefix}start-due")
@@ -67,13 +77,12 @@ async def test_due_jobs_nobody_runs_start_and_the_rest_are_skipped_as_arq_skips_
 
 
 async def test_no_more_jobs_start_than_there_are_free_slots(worker: QueueWorker) -> None:
-    now = timestamp_ms()
-    await _queue(worker, **{f"start-{n}": now - 10 for n in range(5)})
-    await worker.start_jobs([f"start-{n}".encode() for n in range(5)])
+    await _queue(worker, *(f"start-{n}" for n in range(5)))
+    await _poll(worker)
     assert list(worker.tasks) == ["start-0", "start-1", "start-2"]
     assert worker.job_counter == worker.max_jobs
     # Full: nothing more starts, and nothing is marked in progress for a job left queued.
-    await worker.start_jobs([b"start-3", b"start-4"])
+    await _poll(worker)
     assert len(worker.tasks) == 3
     assert not await worker.pool.exists(f"{in_progress_key_prefix}start-3")
 
@@ -81,22 +90,21 @@ async def test_no_more_jobs_start_than_there_are_free_slots(worker: QueueWorker)
 async def test_a_batch_starts_in_one_round_trip(
     worker: QueueWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    now = timestamp_ms()
-    await _queue(worker, **{"start-warm": now - 10})
-    await worker.start_jobs([b"start-warm"])  # the script is loaded into Redis once
-    await _queue(worker, **{"start-a": now - 10, "start-b": now - 10})
+    await _queue(worker, "start-warm")
+    await _poll(worker)  # the script is loaded into Redis once
+    await _queue(worker, "start-a", "start-b")
     sent = _counting_commands(worker, monkeypatch)
-    await worker.start_jobs([b"start-a", b"start-b"])
+    await _poll(worker)
     assert sent == ["EVALSHA"]
     assert sorted(worker.tasks) == ["start-a", "start-b", "start-warm"]
 
 
 async def test_jobs_another_worker_runs_are_passed_over_not_counted(worker: QueueWorker) -> None:
-    """arq keeps a running job in the queue until it ends: a second worker reading the queue
-    sees the first worker's jobs first, and must go past them to fill its free slots."""
-    now = timestamp_ms()
-    await _queue(worker, **{f"start-{n}": now - 10 for n in range(6)})
-    for n in range(3):
-        await worker.pool.set(f"{in_progress_key_prefix}start-{n}", b"1")
-    await worker.start_jobs([f"start-{n}".encode() for n in range(6)])
+    """A job another worker started stays in the queue until it ends (at the running mark):
+    a second worker must fill its free slots from the jobs behind it."""
+    await _queue(worker, *(f"start-{n}" for n in range(3)))
+    other = Scheduler(worker.pool, worker.queue_name, in_progress_ms=60_000, capacities={})
+    assert len(await other.take(now_ms=timestamp_ms(), limit=3, scan=100)) == 3
+    await _queue(worker, *(f"start-{n}" for n in range(3, 6)))
+    await _poll(worker)
     assert sorted(worker.tasks) == ["start-3", "start-4", "start-5"]
