@@ -7,22 +7,25 @@ worker killed mid-call gives its slot back when the lease runs out, and a slot i
 counted twice. A generation takes a slot on the least busy healthy server; when every server
 of its provider is full it takes none and waits (the attempt handed back, not spent). A server
 that refuses connections is set aside for `DOWN_SECONDS` and the call goes to another one
-within the same attempt; after that it is tried again.
+within the same attempt; after that it is tried again. The mark is kept in Redis too (a key
+that expires with it), so every worker leaves the server out, and the API can show it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
+from loguru import logger
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
 from shared.llm.base import LLMClient
 from shared.metrics import Metrics
+from shared.model_servers import down_key, server_label, slots_key
 
 # How long a refused server is left out before it is tried again.
 DOWN_SECONDS = 10.0
@@ -50,6 +53,7 @@ class ModelServer:
     capacity: int  # 0: no limit
     client: LLMClient
     slots_key: str
+    down_key: str = ""
     down_until: float = 0.0
     in_flight: int = 0  # this process's calls, for servers without a capacity
 
@@ -60,22 +64,24 @@ class Slot:
     holder: str | None  # None: the server has no capacity to count against
 
 
-def server_label(url: str) -> str:
-    """A server as metrics and logs name it: host and port, never credentials or a path."""
-    return urlsplit(url).netloc.rpartition("@")[2] or url
-
-
 @dataclass
 class ModelServers:
     redis: Redis
     lease_seconds: float
     metrics: Metrics | None = None
     by_provider: dict[str, list[ModelServer]] = field(default_factory=dict)
+    # Servers refused since their mark was last written to Redis (`refused` cannot wait).
+    _unpublished: dict[str, ModelServer] = field(default_factory=dict)
 
     def add(self, provider: str, url: str, capacity: int, client: LLMClient, queue: str) -> None:
-        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-        key = f"{queue}:llm-slots:{provider}:{digest}"
-        server = ModelServer(provider, url, capacity, client, key)
+        server = ModelServer(
+            provider,
+            url,
+            capacity,
+            client,
+            slots_key(queue, provider, url),
+            down_key(queue, provider, url),
+        )
         self.by_provider.setdefault(provider, []).append(server)
         if self.metrics is not None:
             self.metrics.model_server_capacity.labels(provider, server_label(url)).set(capacity)
@@ -91,12 +97,14 @@ class ModelServers:
 
     async def take(self, provider: str, *, skip: frozenset[str] = frozenset()) -> Slot | None:
         """A slot on the least busy healthy server of `provider` (not in `skip`), or None when
-        every one is full. When all are down, the least recently refused is tried anyway."""
+        every one is full. A server is down when this worker or another one found it refusing
+        lately; when all are down, the one whose mark ends first is tried anyway."""
+        await self._publish_down()
         servers = [s for s in self.by_provider.get(provider, []) if s.url not in skip]
-        now = time.monotonic()
-        healthy = [s for s in servers if s.down_until <= now]
-        candidates = healthy or sorted(servers, key=lambda s: s.down_until)[:1]
-        for server in await self._least_busy_first(candidates):
+        down_for, loads = await self._look(servers)
+        healthy = [s for s in servers if down_for[s.url] <= 0]
+        candidates = healthy or sorted(servers, key=lambda s: down_for[s.url])[:1]
+        for server in sorted(candidates, key=lambda s: loads[s.url]):
             if server.capacity == 0:
                 self._in_flight(server, 1)
                 return Slot(server, None)
@@ -110,13 +118,17 @@ class ModelServers:
         return None
 
     async def give_back(self, slot: Slot) -> None:
+        """Return the slot; a server `refused` meanwhile is marked down in Redis now."""
         self._in_flight(slot.server, -1)
         if slot.holder is not None:
             await self.redis.zrem(slot.server.slots_key, slot.holder)
+        await self._publish_down()
 
     def refused(self, server: ModelServer) -> None:
-        """The server refused a connection: leave it out for a while."""
+        """The server refused a connection: leave it out for a while, in this process at once
+        and in every worker from the next `give_back` or `take` (which write the mark)."""
         server.down_until = time.monotonic() + DOWN_SECONDS
+        self._unpublished[server.url] = server
         if self.metrics is not None:
             labels = (server.provider, server_label(server.url))
             self.metrics.model_server_refusals_total.labels(*labels).inc()
@@ -127,16 +139,44 @@ class ModelServers:
             return server.in_flight
         return int(await self.redis.zcard(server.slots_key))
 
-    async def _least_busy_first(self, servers: list[ModelServer]) -> list[ModelServer]:
-        if len(servers) < 2:
-            return servers
-        capped = [s for s in servers if s.capacity]
-        loads: dict[str, float] = {s.url: float(s.in_flight) for s in servers if not s.capacity}
-        if capped:
+    async def _publish_down(self) -> None:
+        """Write the down mark of every server refused since the last call: a key that
+        expires when this process's mark does. Best effort: without Redis, this process still
+        knows."""
+        if not self._unpublished:
+            return
+        servers, self._unpublished = list(self._unpublished.values()), {}
+        now, wall = time.monotonic(), time.time()
+        try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for server in capped:
-                    pipe.zcard(server.slots_key)
-                counts = await pipe.execute()
-            for server, count in zip(capped, counts, strict=True):
-                loads[server.url] = int(count) / server.capacity
-        return sorted(servers, key=lambda s: loads[s.url])
+                for server in servers:
+                    left_ms = int((server.down_until - now) * 1000)
+                    if left_ms > 0:
+                        since = wall - (DOWN_SECONDS - left_ms / 1000)
+                        mark = json.dumps({"reason": "connection_refused", "at": round(since, 3)})
+                        pipe.psetex(server.down_key, left_ms, mark)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            logger.warning("model_server_down_mark_failed", error=type(exc).__name__)
+
+    async def _look(self, servers: list[ModelServer]) -> tuple[dict[str, float], dict[str, float]]:
+        """Seconds each server stays down (0: healthy; this process's mark or any worker's
+        in Redis) and its load (slots held / capacity, or this process's calls without a
+        capacity), in one round trip. With one server there is no choice and no look."""
+        now = time.monotonic()
+        down_for = {s.url: max(s.down_until - now, 0.0) for s in servers}
+        loads: dict[str, float] = {s.url: float(s.in_flight) for s in servers}
+        if len(servers) < 2:
+            return down_for, loads
+        capped = [s for s in servers if s.capacity]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for server in servers:
+                pipe.pttl(server.down_key)
+            for server in capped:
+                pipe.zcard(server.slots_key)
+            found = await pipe.execute()
+        for server, ttl in zip(servers, found[: len(servers)], strict=True):
+            down_for[server.url] = max(down_for[server.url], int(ttl) / 1000)
+        for server, count in zip(capped, found[len(servers) :], strict=True):
+            loads[server.url] = int(count) / server.capacity
+        return down_for, loads

@@ -1,9 +1,11 @@
 """Model-server slots on real Redis: a capacity no number of workers exceeds, the least busy
-server first, a refused server set aside, and a dead worker's slot back after its lease."""
+server first, a refused server set aside (by every worker), and a dead worker's slot back
+after its lease."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import cast
@@ -46,7 +48,12 @@ def _twin(servers: ModelServers, redis: Redis) -> ModelServers:
     for server in servers.by_provider["ollama"]:
         other.by_provider.setdefault("ollama", []).append(
             model_servers.ModelServer(
-                server.provider, server.url, server.capacity, CLIENT, server.slots_key
+                server.provider,
+                server.url,
+                server.capacity,
+                CLIENT,
+                server.slots_key,
+                server.down_key,
             )
         )
     return other
@@ -104,6 +111,72 @@ async def test_when_every_server_is_down_the_one_refused_longest_ago_is_tried(
     slot = await servers.take("ollama")
     assert slot is not None
     assert slot.server is b
+
+
+async def _refuse(servers: ModelServers, url: str) -> None:
+    """What a generation does when the server at `url` refuses: mark it, give the slot back."""
+    server = next(s for s in servers.by_provider["ollama"] if s.url == url)
+    slot = await servers.take(
+        "ollama", skip=frozenset(s.url for s in servers.by_provider["ollama"]) - {url}
+    )
+    assert slot is not None
+    assert slot.server is server
+    servers.refused(server)
+    await servers.give_back(slot)
+
+
+async def test_a_server_one_worker_found_refusing_is_left_out_by_the_others(
+    redis: Redis,
+) -> None:
+    one = _servers(redis, 0, 2)
+    two = _twin(one, redis)
+    a, b = one.by_provider["ollama"]
+    await _refuse(one, a.url)
+    mark = await redis.get(a.down_key)
+    assert mark is not None
+    assert json.loads(mark)["reason"] == "connection_refused"
+    for _ in range(3):
+        slot = await two.take("ollama")
+        assert slot is not None
+        assert slot.server.url == b.url
+        await two.give_back(slot)
+    # Without a choice (every other server skipped) the marked one is still tried.
+    slot = await two.take("ollama", skip=frozenset({b.url}))
+    assert slot is not None
+    assert slot.server.url == a.url
+
+
+async def test_another_workers_mark_runs_out_and_the_server_is_tried_again(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_servers, "DOWN_SECONDS", 0.3)
+    one = _servers(redis, 0, 0)
+    two = _twin(one, redis)
+    a, b = one.by_provider["ollama"]
+    await _refuse(one, a.url)
+    slot = await two.take("ollama")
+    assert slot is not None
+    assert slot.server.url == b.url  # held: a is the least busy once it is back
+    async with asyncio.timeout(5):
+        while await redis.exists(a.down_key):
+            await asyncio.sleep(0.05)
+    again = await two.take("ollama")
+    assert again is not None
+    assert again.server.url == a.url
+
+
+async def test_when_every_worker_marked_every_server_the_first_mark_to_end_is_tried(
+    redis: Redis,
+) -> None:
+    one = _servers(redis, 0, 0)
+    two, three = _twin(one, redis), _twin(one, redis)
+    a, b = one.by_provider["ollama"]
+    await _refuse(one, b.url)
+    await asyncio.sleep(0.01)
+    await _refuse(two, a.url)
+    slot = await three.take("ollama")
+    assert slot is not None
+    assert slot.server.url == b.url
 
 
 async def test_a_slot_whose_holder_died_comes_back_after_its_lease(redis: Redis) -> None:
