@@ -49,7 +49,9 @@ from bench.report import (
     Readiness,
     Results,
     Throughput,
+    profiles_section,
     render,
+    throughput_section,
 )
 from bench.stack import (
     REDIS_URL,
@@ -370,6 +372,36 @@ def versions(run: Run) -> dict[str, str]:
     }
 
 
+def throughput_only(plan: Plan, results: Results, run: Run, delays: list[float]) -> None:
+    """Only the worker throughput runs (and, with a profile, the worker's profile)."""
+    with FakeLLMProcess() as llm:
+        env = run.env(llm.url)
+        api = start_server("api", "api.main:create_app", env, run.workdir)
+        try:
+            stack = Stack(run, llm, env, api, api, create_tenant(api.env["BASE_URL"]))
+            worker_runs(stack, plan, results, delays)
+        finally:
+            stop_all([api])
+    results.problems = log_problems(run.workdir)
+
+
+def worker_runs(stack: Stack, plan: Plan, results: Results, delays: list[float]) -> None:
+    run = stack.run
+    for delay in delays:
+        for workers in (1, 2):
+            progress(f"throughput: {delay:g} s model, {workers} worker(s)")
+            t = throughput_run(stack, plan, delay, workers)
+            results.throughput.append(t)
+            progress(f"  {t.rate:.1f} conv/s, {t.cpu_ms_per_job:.2f} ms CPU/job")
+    if plan.profile_seconds:
+        progress("profile of one worker draining, 1 s model (py-spy; not measured)")
+        raw = run.workdir / "worker.raw"
+        throughput_run(stack, plan, 1.0, 1, profile=raw)
+        what = f"worker, 1 s model, WORKER_MAX_JOBS={THROUGHPUT_MAX_JOBS}, draining"
+        results.profiles.append(profiling.summarise(what, raw))
+    run.clear_conversations()
+
+
 def execute(plan: Plan, results: Results, run: Run) -> dict[str, str]:
     with FakeLLMProcess() as llm:
         env = run.env(llm.url)
@@ -409,19 +441,7 @@ def execute(plan: Plan, results: Results, run: Run) -> dict[str, str]:
             progress("idle worker, private Redis")
             idle = results.idle = idle_run(stack, plan)
             progress(f"  {idle.per_second:.1f} commands/s, {idle.cpu_percent:.2f} % of a core")
-            for delay in (0.0, 1.0):
-                for workers in (1, 2):
-                    progress(f"throughput: {delay:g} s model, {workers} worker(s)")
-                    t = throughput_run(stack, plan, delay, workers)
-                    results.throughput.append(t)
-                    progress(f"  {t.rate:.1f} conv/s, {t.cpu_ms_per_job:.2f} ms CPU/job")
-            if plan.profile_seconds:
-                progress("profile of one worker draining, 1 s model (py-spy; not measured)")
-                raw = run.workdir / "worker.raw"
-                throughput_run(stack, plan, 1.0, 1, profile=raw)
-                what = f"worker, 1 s model, WORKER_MAX_JOBS={THROUGHPUT_MAX_JOBS}, draining"
-                results.profiles.append(profiling.summarise(what, raw))
-            run.clear_conversations()
+            worker_runs(stack, plan, results, [0.0, 1.0])
         finally:
             stop_all(processes)
     results.problems = log_problems(run.workdir)
@@ -467,9 +487,23 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         help="py-spy profiles of the API and a worker under load (default: on unless --quick)",
     )
+    parser.add_argument(
+        "--only",
+        choices=["throughput"],
+        help="throughput: only the worker throughput runs (printed, never written)",
+    )
+    parser.add_argument(
+        "--delay",
+        type=float,
+        action="append",
+        help="with --only throughput: the stand-in model's delay, s (repeatable; default 0 and 1)",
+    )
     args = parser.parse_args()
     load.GENERATOR["choice"] = args.generator
     plan = QUICK if args.quick else FULL
+    if args.only:
+        only_throughput(args, plan)
+        return
     profile = args.profile if args.profile is not None else not args.quick
     if not profile or profiling.py_spy() is None:
         plan = dataclasses.replace(plan, profile_seconds=0)
@@ -513,6 +547,36 @@ def main() -> None:
     if output is not None:
         output.write_text(text)
     print(text)
+
+
+def only_throughput(args: argparse.Namespace, plan: Plan) -> None:
+    """`--only throughput`: the worker runs at the full plan's size, printed, nothing written."""
+    plan = dataclasses.replace(plan, profile_seconds=FULL.profile_seconds if args.profile else 0)
+    run = Run(uuid.uuid4().hex[:8], Path(tempfile.mkdtemp(prefix="bench-")))
+    results = Results(
+        command=command(args),
+        date=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        code=code_version(),
+        generator=generator_name(),
+        server_flags=server_flags(),
+        background_percent=wait_for_quiet(max_wait=plan.quiet_wait),
+    )
+    progress(f"bench run {run.run_id}: logs in {run.workdir}")
+    other = OtherLoad()
+    run.create_database()
+    try:
+        throughput_only(plan, results, run, args.delay or [0.0, 1.0])
+    finally:
+        try:
+            run.clear_conversations()
+        finally:
+            run.drop_database()
+    print(throughput_section(results))
+    if results.profiles:
+        print(profiles_section(results))
+    print(f"other work on the machine: {other.percent():.0f} % of a core on average")
+    for problem, n in sorted(results.problems.items()):
+        print(f"logged: {problem}: {n}")
 
 
 if __name__ == "__main__":
