@@ -11,8 +11,10 @@ from redis.exceptions import RedisError
 
 from shared.db import SessionFactory
 from shared.metrics import Metrics
+from shared.model_servers import ServerStatus, configured_servers, read_server_status
 from shared.queue import live_workers
 from shared.repositories.conversations import ConversationRepository
+from shared.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +67,24 @@ def publish(status: QueueStatus, metrics: Metrics) -> None:
         metrics.workers_alive.set(status.workers_alive)
     if status.database_read:
         metrics.oldest_pending_age_seconds.set(status.oldest_pending_age_seconds or 0)
+
+
+async def sample_servers(queue: ArqRedis, settings: Settings) -> list[ServerStatus] | None:
+    """Every configured model server's capacity, slots held by all workers and health, as
+    the workers keep them in Redis: one round trip, whatever the backlog. None when Redis
+    cannot be reached (a probe must not fail on it); a server that is down is reported, not
+    a failure."""
+    try:
+        return await read_server_status(queue, settings.QUEUE_NAME, configured_servers(settings))
+    except (RedisError, OSError) as exc:
+        logger.debug("model_servers_sample_failed", error=type(exc).__name__)
+        return None
+
+
+def publish_servers(servers: list[ServerStatus] | None, metrics: Metrics) -> None:
+    for server in servers or []:
+        labels = (server.provider, server.server)
+        metrics.model_server_capacity.labels(*labels).set(server.capacity)
+        metrics.model_server_healthy.labels(*labels).set(1 if server.healthy else 0)
+        if server.in_flight is not None:
+            metrics.model_server_slots_held.labels(*labels).set(server.in_flight)

@@ -54,6 +54,9 @@ class Metrics:
     model_server_capacity: Gauge
     model_server_refusals_total: Counter
     model_server_capacity_waits_total: Counter
+    # Model servers as Redis shows them across workers, set by the API at scrape time
+    model_server_slots_held: Gauge
+    model_server_healthy: Gauge
     # Queue health, set by whichever process samples the queue
     queue_depth: Gauge
     oldest_pending_age_seconds: Gauge
@@ -158,6 +161,20 @@ def create_metrics(
             "model_server_capacity_waits_total",
             "Jobs that found every server of their provider full and waited.",
             ["provider"],
+            registry=reg,
+        ),
+        model_server_slots_held=Gauge(
+            "model_server_slots_held",
+            "Slots of a model server held by all workers (its calls in flight), read from "
+            "Redis; only servers with a capacity have slots.",
+            ["provider", "server"],
+            registry=reg,
+        ),
+        model_server_healthy=Gauge(
+            "model_server_healthy",
+            "1 while a model server is used; 0 while it is set aside because a worker found "
+            "it refusing connections.",
+            ["provider", "server"],
             registry=reg,
         ),
         queue_depth=Gauge(

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from api.auth import CallerIsAdminDep
 from api.deps import QueueDep, SessionFactoryDep, SettingsDep
 from api.errors import error_responses
-from api.queue_status import sample_queue
+from api.queue_status import sample_queue, sample_servers
 from shared.db import SessionFactory
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -80,8 +80,10 @@ async def ready(
 
     Open to probes, which get the status alone. With the admin key the answer also names
     each check and tells how the queue is doing (jobs waiting, whether any worker heartbeat
-    is fresh, the oldest pending conversation); that informs, it does not make the API
-    unready, since the API accepts work with no worker running.
+    is fresh, the oldest pending conversation) and how each model server is doing (its
+    capacity, the calls all workers have in flight to it, whether it is set aside for
+    refusing connections); that informs, it does not make the API unready, since the API
+    accepts work with no worker running and a server down is left out by the workers.
     """
     checks = {
         "database": "ok" if await _database_ok(session_factory) else "unreachable",
@@ -92,4 +94,10 @@ async def ready(
     if not admin:
         return _OK
     status = await sample_queue(queue, session_factory, settings.QUEUE_NAME)
-    return {"status": "ok", "checks": checks, "queue": status.details()}
+    servers = await sample_servers(queue, settings)
+    return {
+        "status": "ok",
+        "checks": checks,
+        "queue": status.details(),
+        "model_servers": None if servers is None else [s.details() for s in servers],
+    }
