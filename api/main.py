@@ -24,6 +24,7 @@ from api.routes import (
     health,
     metrics,
     model_versions,
+    queue,
     users,
     webhooks,
 )
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     for module in (health, users, model_versions, conversations, conversation_events, webhooks):
         app.include_router(module.router)
+    app.include_router(queue.router)
     if settings.metrics_access != Exposure.OFF:
         admin_only = settings.metrics_access == Exposure.ADMIN
         app.include_router(
