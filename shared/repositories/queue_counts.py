@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from typing import Any
+
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Conversation, ConversationStatus, User
@@ -13,14 +15,8 @@ _PENDING = ConversationStatus.PENDING.value
 _RUNNING = ConversationStatus.RUNNING.value
 
 
-async def queued_by_user(session: AsyncSession, *, page: Page) -> tuple[list[QueuedByUser], int]:
-    """One page of the users with unfinished (active) conversations, most unfinished first,
-    then most pending, then by id; and how many such users there are.
-
-    One statement: a GROUP BY over the partial index of unfinished conversations
-    (`ix_conversation_user_id_unfinished`), so its cost follows the unfinished rows, not the
-    table; only the page's users are joined for their email.
-    """
+def page_statement(page: Page) -> Select[Any]:
+    """The page's users (id, email, pending, running) and the number of such users."""
     pending = func.count().filter(Conversation.status == _PENDING)
     running = func.count().filter(Conversation.status == _RUNNING)
     grouped = (
@@ -37,7 +33,7 @@ async def queued_by_user(session: AsyncSession, *, page: Page) -> tuple[list[Que
         .offset(page.offset)
         .subquery()
     )
-    stmt = (
+    return (
         select(grouped.c.user_id, User.email, grouped.c.pending, grouped.c.running, grouped.c.users)
         .join(User, User.id == grouped.c.user_id)
         .order_by(
@@ -46,6 +42,17 @@ async def queued_by_user(session: AsyncSession, *, page: Page) -> tuple[list[Que
             grouped.c.user_id,
         )
     )
+
+
+async def queued_by_user(session: AsyncSession, *, page: Page) -> tuple[list[QueuedByUser], int]:
+    """One page of the users with unfinished (active) conversations, most unfinished first,
+    then most pending, then by id; and how many such users there are.
+
+    One statement: a GROUP BY over the partial index of unfinished conversations
+    (`ix_conversation_user_id_unfinished`), so its cost follows the unfinished rows, not the
+    table; only the page's users are joined for their email.
+    """
+    stmt = page_statement(page)
     rows = (await session.execute(stmt)).all()
     if rows:
         total = int(rows[0].users)
