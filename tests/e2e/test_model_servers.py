@@ -1,6 +1,7 @@
 """Several model servers behind one provider, through the real processes: no server ever
 has more requests at once than its capacity, however many workers and slots; a server that
-goes away mid-flow leaves its work to the others, with nothing lost."""
+goes away mid-flow leaves its work to the others, with nothing lost, and the API's readiness
+shows it set aside."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
+from shared.model_servers import server_label
 from shared.settings import Settings
 from tests.support import database
 from tests.support.fake_llm import FakeLLMServer
@@ -94,6 +96,15 @@ def test_a_server_that_goes_away_leaves_its_work_to_the_others(
             lambda: second_server.stats().generation_calls >= 2, timeout=30, what="both in use"
         )
         second_server.stop()
+
+        def shown_down() -> bool:
+            servers = stack.client.get("/health/ready").json()["model_servers"]
+            return any(
+                s["server"] == server_label(second_server.url) and not s["healthy"] for s in servers
+            )
+
+        # The worker that found it refusing marks it in Redis, where the API reads it.
+        wait_until(shown_down, timeout=30, what="the stopped server shown down in readiness")
         rows = stack.wait_all(ids, timeout=90)
         refusals = sum(w.log().count("model_server_refused") for w in stack.workers)
     assert {row["status"] for row in rows.values()} == {"completed"}
