@@ -110,7 +110,9 @@ class Submissions:
         return str(self.settings.PUBLIC_BASE_URL).rstrip("/") + path
 
 
-async def publish(queue: ArqRedis, conversation_id: uuid.UUID, placement: Placement) -> bool:
+async def publish(
+    queue: ArqRedis, conversation_id: uuid.UUID, placement: Placement | None = None
+) -> bool:
     """Send the job. When Redis cannot take it the row stays committed as `pending` and the
     worker's sweeper queues it later, so the client's 202 stays true. Returns whether the job
     reached Redis."""

@@ -198,11 +198,10 @@ class QueueWorker(Worker):
         await self.scheduler.give_back_token(job_id)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
-        # A full worker skips the queue; once a slot is free, look at once, not at the poll.
-        was_full = self.job_counter >= self.max_jobs
+        # A slot is free and, if the job held one, an admission token is back: work may be
+        # waiting for either, so look at once, not at the next poll.
         super()._release_sem_dec_counter_on_complete()
-        if was_full:
-            self._wake.set()
+        self._wake.set()
 
     async def record_health(self) -> None:
         """The heartbeat: this process's member in the queue's registry, refreshed every

@@ -74,6 +74,9 @@ async def sweep(res: WorkerResources, queue: ArqRedis) -> SweepReport:
         due = await ConversationRepository(session).due_pending_ids(
             older_than_seconds=settings.WORKER_SWEEP_PENDING_GRACE_SECONDS, limit=SWEEP_BATCH
         )
+    if reclaimed:
+        # Logged before their jobs are released: a second attempt may start the moment after.
+        logger.info("leases_reclaimed", count=len(reclaimed))
     for conversation_id in reclaimed:
         # Its job is still in Redis but held by the dead worker's in-progress marker.
         await release_job(queue, conversation_id)

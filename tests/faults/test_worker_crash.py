@@ -50,7 +50,9 @@ def test_a_generation_killed_with_its_worker_is_finished_by_another_after_the_le
         for e in successor.events("generation_started")
         if e.conversation_id == cid and e.extra["attempt"] == "2"
     ]
-    assert reclaim.at < second.at
+    (released,) = successor.events("leases_reclaimed")
+    assert released.extra["count"] == 1
+    assert released.at < second.at
 
 
 def test_a_job_that_kills_every_worker_fails_once_its_attempts_are_spent(
