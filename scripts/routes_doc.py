@@ -78,6 +78,8 @@ HIDDEN_HEADERS = {
     *(name.decode() for name, _ in SECURITY_HEADERS),
 }
 MASKED_KEY = "aek_\u2026"
+# The stand-in model server listens on a port of its own each run.
+MASKED_SERVER = "127.0.0.1:\u2026"
 ANSWER = (
     "Python is a high-level, general-purpose programming language known for its readable "
     "syntax and large standard library."
@@ -261,6 +263,13 @@ def _pretty(response: httpx.Response, mask: Callable[[Any], Any] | None) -> str:
 
 def _mask_key(body: Any) -> Any:
     return {**body, "key": MASKED_KEY} if isinstance(body, dict) and "key" in body else body
+
+
+def _mask_servers(body: Any) -> Any:
+    servers = body.get("model_servers") if isinstance(body, dict) else None
+    if not servers:
+        return body
+    return {**body, "model_servers": [{**s, "server": MASKED_SERVER} for s in servers]}
 
 
 class Recorder:
@@ -546,7 +555,9 @@ async def tell_story(rec: Recorder, settings: Settings) -> None:
         expect=202,
     )
     answered = r.headers["location"]
-    await rec.record("ready_admin", "GET", "/health/ready", key="ADMIN_KEY", expect=200)
+    await rec.record(
+        "ready_admin", "GET", "/health/ready", key="ADMIN_KEY", expect=200, mask=_mask_servers
+    )
     await rec.record("conv_pending", "GET", answered, key="USER_KEY", expect=200)
     await run_worker_until_idle(settings)
     r = await rec.record("conv_completed", "GET", answered, key="USER_KEY", expect=200)
@@ -691,6 +702,11 @@ async def _limits(rec: Recorder, settings: Settings, *, ana: str, model: str) ->
     await rec.record(
         "too_many_active", "POST", "/conversations", key="BRUNO_KEY", json_body=submit, expect=429
     )
+    # The admin queues one for ana too, then looks at who is waiting.
+    await rec.send(
+        "POST", "/conversations", key="ADMIN_KEY", json_body={"user_id": ana, **submit}, expect=202
+    )
+    await rec.record("queue_users", "GET", "/queue/users?limit=10", key="ADMIN_KEY", expect=200)
     # One finishes (cancelled): room for one more, the last submission the window allows.
     await rec.send("POST", accepted[0].headers["location"] + "/cancel", key="BRUNO_KEY", expect=200)
     await rec.send("POST", "/conversations", key="BRUNO_KEY", json_body=submit, expect=202)
@@ -801,7 +817,7 @@ Conventions of every route:
 
 Contents: {contents}"""
 
-SECTIONS = ("Health", "Users", "API keys", "Model versions", "Conversations", "Errors")
+SECTIONS = ("Health", "Users", "API keys", "Model versions", "Conversations", "Queue", "Errors")
 
 COMPLETED_FIELDS = """\
 Once a worker picks it up the status becomes `running`, and then `completed` with the answer
@@ -962,7 +978,11 @@ def write_document(
         "ready_admin",
         "With the admin key, while one conversation waits and no worker runs: `depth` (jobs "
         "waiting in Redis), `workers_alive` (worker processes with a fresh heartbeat), "
-        "`pending` (conversations pending in PostgreSQL) and the age in seconds of the oldest.",
+        "`pending` (conversations pending in PostgreSQL) and the age in seconds of the oldest. "
+        "`model_servers`: each configured model server (host and port; here the stand-in's, "
+        f"masked as `{MASKED_SERVER}`), its capacity (`0`: none), the slots all workers hold "
+        "on it (`null` without a capacity) and whether it is `healthy` (`false` while a worker "
+        "has set it aside for refusing connections).",
     )
     doc.operation(
         "GET",
@@ -1062,6 +1082,14 @@ def write_document(
     doc.operation("DELETE", "/conversations/{conversation_id}")
     doc.example("conv_delete")
     doc.example("conv_delete_after", "Afterwards:")
+
+    doc.heading(2, "Queue")
+    doc.operation("GET", "/queue/users")
+    doc.example(
+        "queue_users",
+        "While no worker runs: bruno has as many conversations waiting as he may, ana one "
+        "(queued by the admin). A user with none is not listed.",
+    )
 
     doc.heading(2, "Errors")
     doc.heading(3, "400 bad request")
