@@ -17,7 +17,7 @@ from arq import Retry
 from loguru import logger
 from redis.exceptions import RedisError
 
-from shared.db import unit_of_work
+from shared.db import driver_connection, unit_of_work
 from shared.lifecycle import Outcome
 from shared.llm.base import (
     GenerationRequest,
@@ -29,7 +29,9 @@ from shared.llm.base import (
 )
 from shared.llm.prompts import PROMPT_VERSION, build_messages
 from shared.logs import bind_context
-from shared.models import Conversation, ConversationStatus, ModelVersion
+from shared.models import ConversationStatus
+from shared.repositories import attempt_statements
+from shared.repositories.attempt_statements import ClaimedConversation, ClaimedModel, ClaimRefused
 from shared.repositories.conversations import ConversationRepository
 from worker.backoff import retry_delay
 from worker.context import WorkerResources
@@ -52,32 +54,28 @@ class JobResult(StrEnum):
 class _Claimed:
     """A claimed attempt: the row as the claim left it, and the model it asks for."""
 
-    def __init__(self, conversation: Conversation, model_version: ModelVersion) -> None:
+    def __init__(self, conversation: ClaimedConversation, model_version: ClaimedModel) -> None:
         self.conversation = conversation
         self.model_version = model_version
         self.attempt = conversation.attempts
 
 
 async def _claim(res: WorkerResources, conversation_id: uuid.UUID) -> _Claimed | None:
-    """Claim the row, or decide what to do when it cannot be claimed right now."""
-    async with unit_of_work(res.session_factory) as session:
-        repo = ConversationRepository(session)
-        conversation = await repo.claim(
-            conversation_id, lease_seconds=res.settings.WORKER_LEASE_SECONDS
+    """Claim the row (one statement), or decide what to do when it cannot be claimed now."""
+    async with driver_connection(res.engine) as db:
+        claimed = await attempt_statements.claim(
+            db, conversation_id, lease_seconds=res.settings.WORKER_LEASE_SECONDS
         )
-        if conversation is not None:
-            model_version = await session.get(ModelVersion, conversation.model_version_id)
-            assert model_version is not None  # a foreign key guarantees it
-            return _Claimed(conversation, model_version)
-        current = await repo.get(conversation_id)
-    if current is None or ConversationStatus(current.status).is_terminal:
+    if not isinstance(claimed, ClaimRefused):
+        return _Claimed(*claimed)
+    if claimed.status is None or ConversationStatus(claimed.status).is_terminal:
         logger.info("job_skipped", reason="finished_or_deleted")
         return None
     # Another worker holds a live lease (a duplicate delivery, or a worker that may have
     # died). Come back when the lease runs out: by then it is finished or reclaimable.
     remaining = 1.0
-    if current.lease_expires_at is not None:
-        remaining = max((current.lease_expires_at - datetime.now(UTC)).total_seconds(), 0) + 1
+    if claimed.lease_expires_at is not None:
+        remaining = max((claimed.lease_expires_at - datetime.now(UTC)).total_seconds(), 0) + 1
     logger.info("job_deferred", reason="leased_elsewhere", defer_seconds=round(remaining, 1))
     raise Retry(defer=remaining)
 

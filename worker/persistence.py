@@ -7,9 +7,9 @@ import uuid
 
 from loguru import logger
 
-from shared.db import is_db_unavailable, unit_of_work
+from shared.db import driver_connection, is_db_unavailable
 from shared.lifecycle import Outcome
-from shared.repositories.conversations import ConversationRepository
+from shared.repositories import attempt_statements
 from worker.context import WorkerResources
 
 WRITE_TRIES = 6
@@ -20,20 +20,20 @@ async def write_outcome(
 ) -> bool:
     """Write the outcome, retrying lost connections so a generated answer is not thrown away.
 
-    The write is idempotent (fenced by `attempt`), so repeating it after a connection broke
-    mid-commit is safe. Returns False when the attempt no longer owns the row.
+    One statement on the driver (`attempt_statements.settle`), committing on its own. It is
+    idempotent (fenced by `attempt`), so repeating it after a connection broke mid-statement
+    is safe. Returns False when the attempt no longer owns the row.
     """
     delay = 0.2
     retried = False
     for tries_left in range(WRITE_TRIES - 1, -1, -1):
         try:
-            async with unit_of_work(res.session_factory) as session:
-                repo = ConversationRepository(session)
-                if await repo.settle(conversation_id, outcome, attempt=attempt):
+            async with driver_connection(res.engine) as db:
+                if await attempt_statements.settle(db, conversation_id, outcome, attempt=attempt):
                     return True
-                # A commit whose acknowledgement was lost looks like a lost lease on retry.
-                return retried and await repo.has_outcome(
-                    conversation_id, attempt=attempt, status=outcome.status
+                # A write whose acknowledgement was lost looks like a lost lease on retry.
+                return retried and await attempt_statements.has_outcome(
+                    db, conversation_id, attempt=attempt, status=outcome.status
                 )
         except Exception as exc:
             if not tries_left or not is_db_unavailable(exc):

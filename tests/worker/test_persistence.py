@@ -1,8 +1,9 @@
-"""Writing an attempt's outcome when the database drops the connection around the COMMIT.
+"""Writing an attempt's outcome when the database drops the connection around the write.
 
-The connection is cut on purpose inside `AsyncSession.commit`: after the server committed
-(the acknowledgement is lost in flight) or before it could (nothing was written). Either way
-the worker must end up with exactly one written outcome and one call to the model.
+The write-back is one statement that commits on its own; the connection is cut on purpose
+around it: after the server ran it (the reply is lost in flight) or before it could (nothing
+was written). Either way the worker must end up with exactly one written outcome and one call
+to the model.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy.exc import (
     DBAPIError,
@@ -21,11 +23,11 @@ from sqlalchemy.exc import (
     OperationalError,
     ProgrammingError,
 )
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db import SessionFactory, is_db_unavailable, unit_of_work
+from shared.db import DatabaseUnavailableError, SessionFactory, is_db_unavailable, unit_of_work
 from shared.lifecycle import Outcome
 from shared.models import ConversationStatus
+from shared.repositories import attempt_statements
 from shared.repositories.conversations import ConversationRepository
 from tests.factories import load, make_conversation, set_columns
 from tests.support.fake_llm import FakeLLMServer
@@ -49,7 +51,8 @@ def _cut() -> OperationalError:
 
 
 class _Cuts:
-    """Commits whose connection is cut, and when: `after` the server committed, or before."""
+    """Write-backs whose connection is cut, and when: `after` the server ran the statement,
+    or before."""
 
     def __init__(self, *, after: bool, when: Callable[[], bool], times: int = 1) -> None:
         self.after = after
@@ -63,22 +66,22 @@ class _Cuts:
     def fire(self) -> None:
         self.left -= 1
         self.done += 1
-        raise _cut()
+        # What the driver raises when the socket goes: the connection is dropped from the pool.
+        raise ConnectionResetError("connection reset by peer")
 
 
-def _with_cuts(res: WorkerResources, cuts: _Cuts) -> WorkerResources:
-    class CutSession(AsyncSession):
-        async def commit(self) -> None:
-            if not cuts.after and cuts.due():
-                cuts.fire()
-            await super().commit()
-            if cuts.after and cuts.due():
-                cuts.fire()
+def _cutting(monkeypatch: pytest.MonkeyPatch, cuts: _Cuts) -> None:
+    real_settle = attempt_statements.settle
 
-    factory = async_sessionmaker(
-        res.engine, class_=CutSession, expire_on_commit=False, autoflush=False
-    )
-    return replace(res, session_factory=factory)
+    async def settle(*args: Any, **kwargs: Any) -> bool:
+        if not cuts.after and cuts.due():
+            cuts.fire()
+        written = await real_settle(*args, **kwargs)
+        if cuts.after and cuts.due():
+            cuts.fire()
+        return written
+
+    monkeypatch.setattr(attempt_statements, "settle", settle)
 
 
 @pytest.fixture
@@ -100,14 +103,15 @@ async def test_a_write_back_whose_commit_acknowledgement_is_lost_is_resolved_by_
     session_factory: SessionFactory,
     fake_llm: FakeLLMServer,
     sleeps: list[float],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """COMMIT reached the server and the answer is stored, but the connection died before the
+    """The write reached the server and the answer is stored, but the connection died before the
     reply: the retry's fenced write finds the row already completed, and `has_outcome` tells
     that apart from a lost lease. The model is not asked again."""
     cid = await make_conversation(session_factory, prompt="answer once")
-    # The claim commits before the model is called; the first commit after it is the write-back.
     cuts = _Cuts(after=True, when=lambda: fake_llm.stats().generation_calls == 1)
-    assert await run_generation(_with_cuts(res, cuts), cid) is JobResult.COMPLETED
+    _cutting(monkeypatch, cuts)
+    assert await run_generation(res, cid) is JobResult.COMPLETED
     assert cuts.done == 1
     assert sleeps == [0.2]
     row = await load(session_factory, cid)
@@ -115,15 +119,17 @@ async def test_a_write_back_whose_commit_acknowledgement_is_lost_is_resolved_by_
     assert fake_llm.stats().generation_calls == 1
 
 
-async def test_a_write_back_cut_before_its_commit_is_written_by_the_retry(
+async def test_a_write_back_cut_before_it_ran_is_written_by_the_retry(
     res: WorkerResources,
     session_factory: SessionFactory,
     fake_llm: FakeLLMServer,
     sleeps: list[float],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cid = await make_conversation(session_factory, prompt="written on the retry")
     cuts = _Cuts(after=False, when=lambda: fake_llm.stats().generation_calls == 1, times=2)
-    assert await run_generation(_with_cuts(res, cuts), cid) is JobResult.COMPLETED
+    _cutting(monkeypatch, cuts)
+    assert await run_generation(res, cid) is JobResult.COMPLETED
     assert cuts.done == 2
     assert sleeps == [0.2, 0.4]
     row = await load(session_factory, cid)
@@ -138,7 +144,7 @@ async def test_a_write_back_cut_before_its_commit_is_written_by_the_retry(
 async def test_a_lost_acknowledgement_does_not_hide_a_lost_lease(
     res: WorkerResources, session_factory: SessionFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The commit never landed and, while the worker waited to retry, its lease ran out and
+    """The write never landed and, while the worker waited to retry, its lease ran out and
     attempt 2 completed the row: the retry's write is refused, and `has_outcome` (the same
     status, but another attempt's) must not call attempt 1's outcome written."""
     cid = await make_conversation(session_factory)
@@ -155,8 +161,8 @@ async def test_a_lost_acknowledgement_does_not_hide_a_lost_lease(
             assert await repo.settle(cid, _done("attempt 2"), attempt=2)
 
     monkeypatch.setattr(persistence.asyncio, "sleep", taken_over_meanwhile)
-    cuts = _Cuts(after=False, when=lambda: True)
-    written = await write_outcome(_with_cuts(res, cuts), cid, attempt=1, outcome=_done("late"))
+    _cutting(monkeypatch, _Cuts(after=False, when=lambda: True))
+    written = await write_outcome(res, cid, attempt=1, outcome=_done("late"))
     assert written is False
     assert waits == [0.2]
     row = await load(session_factory, cid)
@@ -175,18 +181,23 @@ def _done(text: str) -> Outcome:
 
 
 async def test_a_database_that_stays_away_ends_the_write_after_its_tries(
-    res: WorkerResources, session_factory: SessionFactory, sleeps: list[float]
+    res: WorkerResources,
+    session_factory: SessionFactory,
+    sleeps: list[float],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cid = await make_conversation(session_factory)
     async with unit_of_work(session_factory) as session:
         assert await ConversationRepository(session).claim(cid, lease_seconds=30) is not None
     cuts = _Cuts(after=False, when=lambda: True, times=WRITE_TRIES + 1)
-    with captured_logging("worker") as logs, pytest.raises(OperationalError):
-        await write_outcome(_with_cuts(res, cuts), cid, attempt=1, outcome=_done("never"))
+    _cutting(monkeypatch, cuts)
+    with captured_logging("worker") as logs, pytest.raises(DatabaseUnavailableError):
+        await write_outcome(res, cid, attempt=1, outcome=_done("never"))
     assert cuts.done == WRITE_TRIES == 6
     # Each lost try is a warning saying what broke and how many tries are left.
     assert [(r["level"], r["extra"]) for r in logs.find("outcome_write_retry")] == [
-        ("WARNING", {"error": "OperationalError", "tries_left": left}) for left in (5, 4, 3, 2, 1)
+        ("WARNING", {"error": "DatabaseUnavailableError", "tries_left": left})
+        for left in (5, 4, 3, 2, 1)
     ]
     # Doubling from 0.2 s, capped at 3 s, and no sleep after the last try.
     assert sleeps == [0.2, 0.4, 0.8, 1.6, 3.0]
@@ -202,14 +213,12 @@ async def test_an_error_that_is_not_a_lost_connection_is_not_retried(
     cid = await make_conversation(session_factory)
     calls: list[uuid.UUID] = []
 
-    async def refused(
-        self: ConversationRepository, conversation_id: uuid.UUID, *args: object, **kw: object
-    ) -> bool:
+    async def refused(db: object, conversation_id: uuid.UUID, *args: object, **kw: object) -> bool:
         calls.append(conversation_id)
-        raise ProgrammingError("UPDATE", None, ValueError("a bug in the statement"))
+        raise asyncpg.PostgresSyntaxError("a bug in the statement")
 
-    monkeypatch.setattr(ConversationRepository, "settle", refused)
-    with pytest.raises(ProgrammingError):
+    monkeypatch.setattr(attempt_statements, "settle", refused)
+    with pytest.raises(asyncpg.PostgresSyntaxError):
         await write_outcome(res, cid, attempt=1, outcome=_done("x"))
     assert calls == [cid]
     assert sleeps == []
