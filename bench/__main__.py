@@ -49,7 +49,10 @@ from bench.report import (
     Readiness,
     Results,
     Throughput,
+    X,
+    http_section,
     profiles_section,
+    ratio_to_floor,
     render,
     throughput_section,
 )
@@ -402,6 +405,40 @@ def worker_runs(stack: Stack, plan: Plan, results: Results, delays: list[float])
     run.clear_conversations()
 
 
+def api_profiles(stack: Stack, plan: Plan, results: Results) -> None:
+    """py-spy profiles of the API under the POST and the GET load (nothing when the plan has
+    no profile time); the raw samples stay in the run's directory."""
+    if not plan.profile_seconds:
+        return
+    progress("profiles of the API under load (py-spy; not measured)")
+    run = stack.run
+    for kind, route in (("post", POST), ("get", GET)):
+        raw = run.workdir / f"api-{kind}.raw"
+        spy = profiling.start(stack.api.popen.pid, plan.profile_seconds, raw)
+        run_load(stack.target(kind, ids=str(run.workdir / "ids.txt")), plan.profile_seconds)
+        spy.wait(timeout=plan.profile_seconds + 30)
+        what = f"API, {route}, admin key, 32 connections"
+        results.profiles.append(profiling.summarise(what, raw))
+
+
+def http_only(plan: Plan, results: Results, run: Run) -> None:
+    """Only the request path beside the floor (and, with a profile, the API's profiles)."""
+    with FakeLLMProcess() as llm:
+        env = run.env(llm.url)
+        processes: list[Process] = []
+        try:
+            api = start_server("api", "api.main:create_app", env, run.workdir)
+            processes.append(api)
+            floor = start_server("floor", "bench.floor_app:create_app", env, run.workdir)
+            processes.append(floor)
+            stack = Stack(run, llm, env, api, floor, create_tenant(api.env["BASE_URL"]))
+            http_runs(stack, plan, results, run.workdir / "ids.txt")
+            api_profiles(stack, plan, results)
+        finally:
+            stop_all(processes)
+    results.problems = log_problems(run.workdir)
+
+
 def execute(plan: Plan, results: Results, run: Run) -> dict[str, str]:
     with FakeLLMProcess() as llm:
         env = run.env(llm.url)
@@ -421,16 +458,7 @@ def execute(plan: Plan, results: Results, run: Run) -> dict[str, str]:
             results.readiness.append(readiness(stack))
             results.api_memory = memory_mb(api.popen.pid)
             results.floor_memory = memory_mb(floor.popen.pid)
-            if plan.profile_seconds:
-                progress("profiles of the API under load (py-spy; not measured)")
-                for kind, route in (("post", POST), ("get", GET)):
-                    raw = run.workdir / f"api-{kind}.raw"
-                    spy = profiling.start(api.popen.pid, plan.profile_seconds, raw)
-                    ids = str(run.workdir / "ids.txt")
-                    run_load(stack.target(kind, ids=ids), plan.profile_seconds)
-                    spy.wait(timeout=plan.profile_seconds + 30)
-                    what = f"API, {route}, admin key, 32 connections"
-                    results.profiles.append(profiling.summarise(what, raw))
+            api_profiles(stack, plan, results)
             run.clear_conversations()
             progress(f"pickup at {LIGHT_RATE:g}/s, then {PICKUP_RATE:g}/s, one idle worker")
             results.pickup = pickup_runs(stack, plan)
@@ -489,8 +517,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["throughput"],
-        help="throughput: only the worker throughput runs (printed, never written)",
+        choices=["throughput", "http"],
+        help="throughput: only the worker throughput runs; http: only the request path beside "
+        "the floor (either printed, never written)",
     )
     parser.add_argument(
         "--delay",
@@ -501,8 +530,11 @@ def main() -> None:
     args = parser.parse_args()
     load.GENERATOR["choice"] = args.generator
     plan = QUICK if args.quick else FULL
-    if args.only:
+    if args.only == "throughput":
         only_throughput(args, plan)
+        return
+    if args.only == "http":
+        only_http(args, plan)
         return
     profile = args.profile if args.profile is not None else not args.quick
     if not profile or profiling.py_spy() is None:
@@ -572,6 +604,41 @@ def only_throughput(args: argparse.Namespace, plan: Plan) -> None:
         finally:
             run.drop_database()
     print(throughput_section(results))
+    if results.profiles:
+        print(profiles_section(results))
+    print(f"other work on the machine: {other.percent():.0f} % of a core on average")
+    for problem, n in sorted(results.problems.items()):
+        print(f"logged: {problem}: {n}")
+
+
+def only_http(args: argparse.Namespace, plan: Plan) -> None:
+    """`--only http`: the request path at the plan's size, printed, nothing written; with
+    `--profile`, the API's profiles too (their raw samples kept with the logs)."""
+    plan = dataclasses.replace(plan, profile_seconds=FULL.profile_seconds if args.profile else 0)
+    run = Run(uuid.uuid4().hex[:8], Path(tempfile.mkdtemp(prefix="bench-")))
+    results = Results(
+        command=command(args),
+        date=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        code=code_version(),
+        generator=generator_name(),
+        server_flags=server_flags(),
+        background_percent=wait_for_quiet(max_wait=plan.quiet_wait),
+    )
+    progress(f"bench run {run.run_id}: logs in {run.workdir}")
+    other = OtherLoad()
+    run.create_database()
+    try:
+        http_only(plan, results, run)
+    finally:
+        try:
+            run.clear_conversations()
+        finally:
+            run.drop_database()
+    print(http_section(results))
+    for route in (POST, GET):
+        for key in ("admin", "user"):
+            ratio = ratio_to_floor(results, route, key, 32)
+            print(f"{route}, {key} key, c32: {ratio:.2f}{X} the floor")
     if results.profiles:
         print(profiles_section(results))
     print(f"other work on the machine: {other.percent():.0f} % of a core on average")
