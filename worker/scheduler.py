@@ -40,6 +40,12 @@ from shared.queue import RANK_FOR, READY_BELOW, RUNNING_MARK, fair_clock, fair_f
 
 # At most this many jobs that came due are ranked per take (the rest at the next one).
 PROMOTE_PER_TAKE = 200
+# Ranked jobs read per round trip inside the script.
+CHUNK = 64
+# A take gives up after passing over this many jobs it cannot start (their provider is full,
+# or they run elsewhere): with a full provider's thousands of jobs at the front, a poll costs
+# this much, not the whole queue. Behind them a job of another provider waits its turn.
+PASS_OVER_MAX = 64
 
 
 def admission_key(queue_name: str, provider: str) -> str:
@@ -96,27 +102,34 @@ local time = redis.call('TIME')
 local redis_now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local full = {{}}
 local clock = tonumber(redis.call('GET', clock_key) or '0')
-local ranked = redis.call(
-  'ZRANGEBYSCORE', queue, '-inf', '({READY_BELOW}', 'WITHSCORES', 'LIMIT', 0, scan)
-for i = 1, #ranked, 2 do
-  if #started >= 2 * limit then
+-- The ranked jobs in chunks, from the front; a started one leaves the ranks (for the running
+-- mark), so the next chunk starts that much earlier.
+local offset, looked, passed = 0, 0, 0
+while #started < 2 * limit and looked < scan and passed < {PASS_OVER_MAX} do
+  local ranked = redis.call(
+    'ZRANGEBYSCORE', queue, '-inf', '({READY_BELOW}', 'WITHSCORES', 'LIMIT', offset, {CHUNK})
+  if #ranked == 0 then
     break
   end
-  local job_id, rank = ranked[i], tonumber(ranked[i + 1])
-  local in_progress = ARGV[3] .. job_id
-  if redis.call('EXISTS', in_progress) == 0 then
-    local body = placement(job_id)
-    local provider = body and body['p']
-    local cap = type(provider) == 'string' and capacity[provider] or nil
-    local admitted = true
-    if cap then
-      local tokens = queue .. ':admit:' .. provider
-      if full[provider] then
-        admitted = false
-      else
-        redis.call('ZREMRANGEBYSCORE', tokens, '-inf', redis_now)
-        if redis.call('ZCARD', tokens) >= cap then
-          full[provider] = true
+  local moved = 0
+  for i = 1, #ranked, 2 do
+    if #started >= 2 * limit or passed >= {PASS_OVER_MAX} then
+      break
+    end
+    looked = looked + 1
+    local job_id, rank = ranked[i], tonumber(ranked[i + 1])
+    local admitted = redis.call('EXISTS', ARGV[3] .. job_id) == 0
+    if admitted then
+      local body = placement(job_id)
+      local provider = body and body['p']
+      local cap = type(provider) == 'string' and capacity[provider] or nil
+      if cap then
+        local tokens = queue .. ':admit:' .. provider
+        if not full[provider] then
+          redis.call('ZREMRANGEBYSCORE', tokens, '-inf', redis_now)
+          full[provider] = redis.call('ZCARD', tokens) >= cap
+        end
+        if full[provider] then
           admitted = false
         else
           redis.call('ZADD', tokens, redis_now + lease, job_id)
@@ -125,15 +138,19 @@ for i = 1, #ranked, 2 do
       end
     end
     if admitted then
-      redis.call('PSETEX', in_progress, ARGV[2], '1')
+      redis.call('PSETEX', ARGV[3] .. job_id, ARGV[2], '1')
       redis.call('ZADD', queue, 'XX', {RUNNING_MARK}, job_id)
+      moved = moved + 1
       if rank > clock then
         clock = rank
       end
       started[#started + 1] = job_id
       started[#started + 1] = tostring(rank)
+    else
+      passed = passed + 1
     end
   end
+  offset = offset + #ranked / 2 - moved
 end
 redis.call('SET', clock_key, clock)
 return started

@@ -252,3 +252,23 @@ def test_a_provider_is_limited_only_when_every_server_has_a_capacity() -> None:
     assert provider_capacities(
         {"ollama": [("http://a", 2), ("http://b", 3)], "openai": [("http://c", 0)], "x": []}
     ) == {"ollama": 5}
+
+
+async def test_a_full_providers_jobs_do_not_hold_back_other_work_behind_them(
+    pool: ArqRedis,
+) -> None:
+    scheduler = _scheduler(pool, x=1)
+    for n in range(10):
+        await _enqueue(pool, f"x{n}", _of(USER_A, provider="x"))
+    await _enqueue(pool, "free", _of(USER_A))  # no provider: a webhook delivery, say
+    started = await scheduler.take(now_ms=timestamp_ms(), limit=5, scan=500)
+    assert sorted(s.job_id for s in started) == [_id("free"), _id("x0")]
+
+
+async def test_more_jobs_than_one_chunk_start_in_one_take_in_rank_order(pool: ArqRedis) -> None:
+    scheduler = _scheduler(pool)
+    for n in range(150):
+        await _enqueue(pool, f"{n:03}", _of(USER_A))
+    started = await scheduler.take(now_ms=timestamp_ms(), limit=150, scan=500)
+    assert [s.job_id for s in started] == [_id(f"{n:03}") for n in range(150)]
+    assert [s.rank for s in started] == [float(n) for n in range(150)]
