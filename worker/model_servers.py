@@ -169,12 +169,17 @@ class ModelServers:
         if len(servers) < 2:
             return down_for, loads
         capped = [s for s in servers if s.capacity]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for server in servers:
-                pipe.pttl(server.down_key)
-            for server in capped:
-                pipe.zcard(server.slots_key)
-            found = await pipe.execute()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for server in servers:
+                    pipe.pttl(server.down_key)
+                for server in capped:
+                    pipe.zcard(server.slots_key)
+                found = await pipe.execute()
+        except (RedisError, OSError):
+            if capped:
+                raise  # slots cannot be counted: the caller waits as if full
+            return down_for, loads  # no capacity to count: this process's view will do
         for server, ttl in zip(servers, found[: len(servers)], strict=True):
             down_for[server.url] = max(down_for[server.url], int(ttl) / 1000)
         for server, count in zip(capped, found[len(servers) :], strict=True):

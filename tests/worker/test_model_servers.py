@@ -179,6 +179,20 @@ async def test_when_every_worker_marked_every_server_the_first_mark_to_end_is_tr
     assert slot.server.url == b.url
 
 
+async def test_without_redis_servers_without_a_capacity_are_still_chosen() -> None:
+    unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    try:
+        servers = _servers(unreachable, 0, 0)
+        a, b = servers.by_provider["ollama"]
+        servers.refused(a)  # its mark cannot be written: this process still knows
+        slot = await servers.take("ollama")
+        assert slot is not None
+        assert slot.server is b
+        await servers.give_back(slot)
+    finally:
+        await unreachable.aclose()
+
+
 async def test_a_slot_whose_holder_died_comes_back_after_its_lease(redis: Redis) -> None:
     dead = _servers(redis, 1, lease=0.3)
     assert await dead.take("ollama") is not None  # never given back: the worker was killed
