@@ -92,6 +92,18 @@ def fair_flows(queue_name: str) -> str:
     return f"{queue_name}:fair:flows"
 
 
+def waiting_counts(queue_name: str) -> str:
+    """Hash: priority -> generation jobs waiting (ranked or deferred, not running)."""
+    return f"{queue_name}:waiting"
+
+
+async def waiting_by_priority(redis: Redis, queue_name: str) -> dict[str, int]:
+    """Generation jobs waiting in the queue per priority: one read of one small hash."""
+    counts: dict[bytes, bytes] = await redis.hgetall(waiting_counts(queue_name))  # type: ignore[misc]  # redis-py types sync and async clients as one
+    found = {key.decode(): max(int(value), 0) for key, value in counts.items()}
+    return {p.value: found.get(p.value, 0) for p in Priority}
+
+
 @dataclass(frozen=True, slots=True)
 class Placement:
     """Where a job goes in the fair order: its flow (one per user and priority; None: the
@@ -114,8 +126,18 @@ def placement_for(
 # Start-time fair queuing over the flows: a job's rank is where its flow's last one ended, or
 # the clock if the flow was idle (a user with nothing queued goes next); the flow then moves on
 # by the job's cost. Used by the enqueue here and by the worker's take (worker/scheduler.py).
-# Needs locals `clock_key`, `flows_key`; defines rank_for(flow, cost).
+# Needs locals `clock_key`, `flows_key`, `waiting_key`; defines rank_for(flow, cost) and
+# count_waiting(flow, change), which keeps the waiting jobs per priority (the flow's suffix).
 RANK_FOR = """
+local function count_waiting(flow, change)
+  if type(flow) == 'string' then
+    local priority = string.match(flow, ':([%w_]+)$')
+    if priority then
+      redis.call('HINCRBY', waiting_key, priority, change)
+    end
+  end
+end
+
 local function rank_for(flow, cost)
   local clock = tonumber(redis.call('GET', clock_key) or '0')
   if flow == nil or flow == '' then
@@ -129,11 +151,11 @@ end
 
 # arq's enqueue is WATCH, EXISTS, MULTI/PSETEX/ZADD/EXEC: three round trips. This does the
 # same writes, in the format arq reads, in one, ranks the job and wakes the idle workers.
-# KEYS: job key, result key, queue, wake channel, in-progress key, clock, flows.
+# KEYS: job key, result key, queue, wake channel, in-progress key, clock, flows, waiting.
 # ARGV: expiry ms, payload, job id, now ms, defer ms, flow, cost.
 _ENQUEUE = (
     """
-local clock_key, flows_key = KEYS[6], KEYS[7]
+local clock_key, flows_key, waiting_key = KEYS[6], KEYS[7], KEYS[8]
 """
     + RANK_FOR
     + f"""
@@ -144,6 +166,7 @@ if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
   if score and tonumber(score) >= {RUNNING_MARK} and redis.call('EXISTS', KEYS[5]) == 0 then
     redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
     redis.call('PUBLISH', KEYS[4], ARGV[3])
+    count_waiting(ARGV[6], 1)
   end
   return 0
 end
@@ -156,6 +179,7 @@ else
 end
 redis.call('ZADD', KEYS[3], score, ARGV[3])
 redis.call('PUBLISH', KEYS[4], ARGV[3])
+count_waiting(ARGV[6], 1)
 return 1
 """
 )
@@ -213,6 +237,7 @@ async def enqueue_job(
             in_progress_key_prefix + job_id,
             fair_clock(queue_name),
             fair_flows(queue_name),
+            waiting_counts(queue_name),
         ],
         args=[
             defer_ms + expires_extra_ms,

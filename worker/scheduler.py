@@ -36,7 +36,14 @@ from arq.constants import (
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from shared.queue import RANK_FOR, READY_BELOW, RUNNING_MARK, fair_clock, fair_flows
+from shared.queue import (
+    RANK_FOR,
+    READY_BELOW,
+    RUNNING_MARK,
+    fair_clock,
+    fair_flows,
+    waiting_counts,
+)
 
 # At most this many jobs that came due are ranked per take (the rest at the next one).
 PROMOTE_PER_TAKE = 200
@@ -53,13 +60,13 @@ def admission_key(queue_name: str, provider: str) -> str:
     return f"{queue_name}:admit:{provider}"
 
 
-# KEYS: queue, clock, flows.
+# KEYS: queue, clock, flows, waiting counts.
 # ARGV: now (ms), in-progress lifetime (ms), in-progress prefix, job prefix, how many to start,
 # how many ranked jobs to look at, token lease (ms), then provider/capacity pairs (providers
 # with no pair are not limited). Returns started job ids, each followed by its rank.
 _TAKE = (
     """
-local queue, clock_key, flows_key = KEYS[1], KEYS[2], KEYS[3]
+local queue, clock_key, flows_key, waiting_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 """
     + RANK_FOR
     + f"""
@@ -119,8 +126,9 @@ while #started < 2 * limit and looked < scan and passed < {PASS_OVER_MAX} do
     looked = looked + 1
     local job_id, rank = ranked[i], tonumber(ranked[i + 1])
     local admitted = redis.call('EXISTS', ARGV[3] .. job_id) == 0
+    local body = nil
     if admitted then
-      local body = placement(job_id)
+      body = placement(job_id)
       local provider = body and body['p']
       local cap = type(provider) == 'string' and capacity[provider] or nil
       if cap then
@@ -141,6 +149,7 @@ while #started < 2 * limit and looked < scan and passed < {PASS_OVER_MAX} do
       redis.call('PSETEX', ARGV[3] .. job_id, ARGV[2], '1')
       redis.call('ZADD', queue, 'XX', {RUNNING_MARK}, job_id)
       moved = moved + 1
+      count_waiting(body and body['fl'], -1)
       if rank > clock then
         clock = rank
       end
@@ -158,12 +167,23 @@ return started
 )
 _TAKE_SCRIPT = AsyncScript(None, _TAKE.encode())  # type: ignore[arg-type]  # bytes: no client needed
 
-# KEYS: queue, in-progress key, retry key, job key, arq's abort set, then every admission key.
+# KEYS: queue, in-progress key, retry key, job key, arq's abort set, waiting counts, then every
+# admission key.
 # ARGV: job id, now (ms), the in-progress key's fate ('' delete, else keep it that many ms),
 # how the job ended ('done', 'retry' with ARGV[5] added to its score as arq does, or 'again':
 # due again now, as when shutdown took it away; left at the running mark it would never run).
 _FINISH = f"""
 local job_id = ARGV[1]
+local function back_to_waiting()
+  local raw = redis.call('GET', KEYS[4])
+  local ok, body = pcall(cjson.decode, raw or '')
+  if ok and type(body) == 'table' and type(body['fl']) == 'string' then
+    local priority = string.match(body['fl'], ':([%w_]+)$')
+    if priority then
+      redis.call('HINCRBY', KEYS[6], priority, 1)
+    end
+  end
+end
 if ARGV[3] == '' then
   redis.call('DEL', KEYS[2])
 else
@@ -175,13 +195,15 @@ if ARGV[4] == 'done' then
   redis.call('ZREM', KEYS[1], job_id)
 elseif ARGV[4] == 'retry' then
   redis.call('ZINCRBY', KEYS[1], ARGV[5], job_id)
+  back_to_waiting()
 else
   local score = redis.call('ZSCORE', KEYS[1], job_id)
   if score and tonumber(score) >= {RUNNING_MARK} then
     redis.call('ZADD', KEYS[1], 'XX', ARGV[2], job_id)
+    back_to_waiting()
   end
 end
-for i = 6, #KEYS do
+for i = 7, #KEYS do
   redis.call('ZREM', KEYS[i], job_id)
 end
 return 1
@@ -211,7 +233,12 @@ class Scheduler:
         for provider, capacity in sorted(self.capacities.items()):
             pairs += [provider, capacity]
         reply = await _TAKE_SCRIPT(
-            keys=[self.queue_name, fair_clock(self.queue_name), fair_flows(self.queue_name)],
+            keys=[
+                self.queue_name,
+                fair_clock(self.queue_name),
+                fair_flows(self.queue_name),
+                waiting_counts(self.queue_name),
+            ],
             args=[
                 now_ms,
                 self.in_progress_ms,
@@ -246,6 +273,7 @@ class Scheduler:
             retry_key_prefix + job_id,
             job_key_prefix + job_id,
             abort_jobs_ss,
+            waiting_counts(self.queue_name),
         ]
         keys += [admission_key(self.queue_name, p) for p in sorted(self.capacities)]
         how = "done" if done else "retry" if incr_score else "again"

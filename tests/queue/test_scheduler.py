@@ -25,6 +25,7 @@ from shared.queue import (
     Placement,
     enqueue_job,
     placement_for,
+    waiting_by_priority,
 )
 from shared.settings import Settings
 from worker.scheduler import Scheduler, admission_key, provider_capacities
@@ -272,3 +273,40 @@ async def test_more_jobs_than_one_chunk_start_in_one_take_in_rank_order(pool: Ar
     started = await scheduler.take(now_ms=timestamp_ms(), limit=150, scan=500)
     assert [s.job_id for s in started] == [_id(f"{n:03}") for n in range(150)]
     assert [s.rank for s in started] == [float(n) for n in range(150)]
+
+
+async def test_waiting_jobs_are_counted_per_priority_through_every_way_a_job_moves(
+    pool: ArqRedis,
+) -> None:
+    scheduler, name = _scheduler(pool), pool.default_queue_name
+    for n in range(3):
+        await _enqueue(pool, f"i{n}", _of(USER_A))
+    for n in range(2):
+        await _enqueue(pool, f"b{n}", _of(USER_B, Priority.BATCH))
+    await _enqueue(pool, "hook", None)  # not a conversation: not counted
+    assert await waiting_by_priority(pool, name) == {"interactive": 3, "batch": 2}
+
+    started = {s.job_id for s in await scheduler.take(now_ms=timestamp_ms(), limit=6, scan=500)}
+    assert len(started) == 6
+    assert await waiting_by_priority(pool, name) == {"interactive": 0, "batch": 0}
+
+    now = timestamp_ms()
+    await scheduler.finish(
+        _id("i0"),
+        now_ms=now,
+        done=False,
+        incr_score=1000 + now - RUNNING_MARK,
+        keep_in_progress_ms=None,
+    )  # a retry waits again
+    await scheduler.finish(
+        _id("b0"), now_ms=now, done=False, incr_score=None, keep_in_progress_ms=None
+    )  # handed back at shutdown
+    await scheduler.finish(
+        _id("i1"), now_ms=now, done=True, incr_score=None, keep_in_progress_ms=None
+    )
+    assert await waiting_by_priority(pool, name) == {"interactive": 1, "batch": 1}
+
+    # A dead worker's job, made due again by the sweeper's enqueue, waits again too.
+    await pool.delete(in_progress_key_prefix + _id("i2"))
+    await _enqueue(pool, "i2", _of(USER_A))
+    assert await waiting_by_priority(pool, name) == {"interactive": 2, "batch": 1}
