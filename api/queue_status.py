@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
 from loguru import logger
@@ -12,8 +12,10 @@ from redis.exceptions import RedisError
 from shared.db import SessionFactory
 from shared.metrics import Metrics
 from shared.model_servers import ServerStatus, configured_servers, read_server_status
-from shared.queue import live_workers
+from shared.models import Priority
+from shared.queue import live_workers, waiting_by_priority
 from shared.repositories.conversations import ConversationRepository
+from shared.repositories.pending_ages import oldest_pending_age_by_priority
 from shared.settings import Settings
 
 
@@ -23,6 +25,10 @@ class QueueStatus:
     workers_alive: int | None
     oldest_pending_age_seconds: float | None
     database_read: bool  # False: the age is unknown, not "nothing pending"
+    # Per priority: generation jobs waiting in the queue (None: Redis unread) and the age of
+    # the oldest pending conversation (absent: the database unread).
+    waiting_by_priority: dict[str, int] | None = None
+    oldest_by_priority: dict[str, float | None] = field(default_factory=dict)
 
     def details(self) -> dict[str, object]:
         """What the readiness probe shows."""
@@ -30,6 +36,15 @@ class QueueStatus:
             "depth": self.depth,
             "workers_alive": self.workers_alive,
             "oldest_pending_age_seconds": self.oldest_pending_age_seconds,
+            "by_priority": {
+                p.value: {
+                    "waiting": None
+                    if self.waiting_by_priority is None
+                    else self.waiting_by_priority.get(p.value, 0),
+                    "oldest_pending_age_seconds": self.oldest_by_priority.get(p.value),
+                }
+                for p in Priority
+            },
         }
 
 
@@ -44,19 +59,28 @@ async def sample_queue(
     """
     depth: int | None = None
     alive: int | None = None
+    waiting: dict[str, int] | None = None
     with suppress(RedisError, OSError):
         depth = int(await queue.zcard(queue_name))
         alive = await live_workers(queue, queue_name)
+        waiting = await waiting_by_priority(queue, queue_name)
     age: float | None = None
+    by_priority: dict[str, float | None] = {}
     known = False
     try:
         async with session_factory() as session:
             age = await ConversationRepository(session).oldest_pending_age()
+            by_priority = await oldest_pending_age_by_priority(session)
         known = True
     except Exception as exc:  # the probe reports the database itself; here it is "unknown"
         logger.debug("queue_sample_database_failed", error=type(exc).__name__)
     return QueueStatus(
-        depth=depth, workers_alive=alive, oldest_pending_age_seconds=age, database_read=known
+        depth=depth,
+        workers_alive=alive,
+        oldest_pending_age_seconds=age,
+        database_read=known,
+        waiting_by_priority=waiting,
+        oldest_by_priority=by_priority,
     )
 
 
@@ -67,6 +91,10 @@ def publish(status: QueueStatus, metrics: Metrics) -> None:
         metrics.workers_alive.set(status.workers_alive)
     if status.database_read:
         metrics.oldest_pending_age_seconds.set(status.oldest_pending_age_seconds or 0)
+        for priority, age in status.oldest_by_priority.items():
+            metrics.oldest_pending_age_by_priority_seconds.labels(priority).set(age or 0)
+    for priority, count in (status.waiting_by_priority or {}).items():
+        metrics.queue_waiting_by_priority.labels(priority).set(count)
 
 
 async def sample_servers(queue: ArqRedis, settings: Settings) -> list[ServerStatus] | None:

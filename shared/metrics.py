@@ -60,6 +60,8 @@ class Metrics:
     # Queue health, set by whichever process samples the queue
     queue_depth: Gauge
     oldest_pending_age_seconds: Gauge
+    queue_waiting_by_priority: Gauge
+    oldest_pending_age_by_priority_seconds: Gauge
     workers_alive: Gauge
 
 
@@ -185,6 +187,18 @@ def create_metrics(
         oldest_pending_age_seconds=Gauge(
             "oldest_pending_age_seconds",
             "Age of the oldest conversation still waiting for generation.",
+            registry=reg,
+        ),
+        queue_waiting_by_priority=Gauge(
+            "queue_waiting_by_priority",
+            "Conversations waiting in the queue for a worker (not running), per priority.",
+            ["priority"],
+            registry=reg,
+        ),
+        oldest_pending_age_by_priority_seconds=Gauge(
+            "oldest_pending_age_by_priority_seconds",
+            "Age of the oldest conversation still waiting for generation, per priority.",
+            ["priority"],
             registry=reg,
         ),
         workers_alive=Gauge(

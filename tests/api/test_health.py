@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from api.main import create_app
 from shared.db import SessionFactory, unit_of_work
+from shared.queue import waiting_counts
 from shared.repositories.conversations import ConversationRepository
 from shared.settings import Settings
 from tests.api.conftest import assert_error, client_of
@@ -24,7 +25,7 @@ async def test_live_db_and_ready(app: FastAPI, client: httpx.AsyncClient) -> Non
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
     queue = ready.json()["queue"]
-    assert set(queue) == {"depth", "workers_alive", "oldest_pending_age_seconds"}
+    assert set(queue) == {"depth", "workers_alive", "oldest_pending_age_seconds", "by_priority"}
     assert queue["depth"] == 0
     assert queue["oldest_pending_age_seconds"] is None
 
@@ -108,3 +109,36 @@ async def test_the_oldest_pending_age_is_one_index_lookup_whatever_the_backlog(
     scan = limit["Plans"][0]
     assert scan["Node Type"] in ("Index Scan", "Index Only Scan")
     assert scan["Index Name"] == "ix_conversation_status_created_at"
+
+
+async def test_ready_and_metrics_report_waiting_work_and_its_age_per_priority(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    name = app.state.settings.QUEUE_NAME
+    await app.state.queue.delete(name, waiting_counts(name))
+    user = (await client.post("/users", json={"email": "prio@example.com"})).json()
+    model = (
+        await client.post(
+            "/model-versions", json={"provider": "ollama", "model_name": "m", "version_tag": "p"}
+        )
+    ).json()
+    payload = {"user_id": user["id"], "model_version_id": model["id"], "prompt": "p"}
+    for priority in ("batch", "batch", "interactive"):
+        body = {**payload, "priority": priority}
+        assert (await client.post("/conversations", json=body)).status_code == 202
+    async with unit_of_work(app.state.session_factory) as session:
+        await session.execute(
+            text(
+                "UPDATE conversation SET created_at = now() - interval '1 hour' "
+                "WHERE priority = 'batch'"
+            )
+        )
+    by_priority = (await client.get("/health/ready")).json()["queue"]["by_priority"]
+    assert by_priority["batch"]["waiting"] == 2
+    assert by_priority["interactive"]["waiting"] == 1
+    assert by_priority["batch"]["oldest_pending_age_seconds"] >= 3600
+    assert 0 <= by_priority["interactive"]["oldest_pending_age_seconds"] < 3600
+    metrics = (await client.get("/metrics")).text
+    assert 'queue_waiting_by_priority{priority="batch"} 2.0' in metrics
+    assert 'queue_waiting_by_priority{priority="interactive"} 1.0' in metrics
+    assert 'oldest_pending_age_by_priority_seconds{priority="batch"}' in metrics
