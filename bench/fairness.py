@@ -267,10 +267,12 @@ def _row(s: Scenario, opts: Options) -> str:
     waits = s.waits_ms
     p50, p95 = percentile(waits, 50), percentile(waits, 95)
     bound = 2 * opts.latency * 1000
+    total = s.flood_rate + len(waits) / s.window_s  # the light user's are in the window too
     return (
         f"| {s.name} | {len(waits)} | {p50:,.0f} / {p95:,.0f} / {max(waits):,.0f} "
         f"| {'met' if p95 <= bound else '**missed**'} ({p95 / bound:.2f} of {bound:,.0f}) "
         f"| {s.flood_rate:.2f} / {capacity:.2f} ({s.flood_rate / capacity:.0%}) "
+        f"| {total:.2f} ({total / capacity:.0%}) "
         f"| {s.window_s:.1f} | {s.flood_left:,} |"
     )
 
@@ -296,8 +298,8 @@ def render(opts: Options, scenarios: list[Scenario], max_in_flight: int, took: f
         f"would have waited {opts.flood / capacity:,.0f} s.",
         "",
         "| scenario | light submissions | wait p50 / p95 / max (ms) | target p95 ≤ 2 x latency "
-        "| flood conv/s / capacity | window (s) | flood left unfinished |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| flood conv/s / capacity | both users conv/s | window (s) | flood left unfinished |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [_row(s, opts) for s in scenarios if s.shares is None]
     for s in scenarios:
