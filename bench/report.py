@@ -581,6 +581,8 @@ def profiles_section(results: Results) -> str:
 
 # Written from `python -m bench.streaming` by hand; a `make bench` run keeps it as it is.
 STREAMING = "## Streaming: the cost of publishing"
+# Written by `python -m bench.fairness --output docs/benchmarks.md`; kept the same way.
+FAIRNESS = "## Fair scheduling and priorities"
 
 
 def kept_section(doc: Path, heading: str) -> list[str]:
@@ -635,6 +637,7 @@ def render(results: Results, versions: dict[str, str], doc: Path) -> str:
         + logged,
         f"## How each number is measured\n\n{METHOD.rstrip()}",
         *kept_section(doc, STREAMING),
+        *kept_section(doc, FAIRNESS),
         f"{READING}\n\n{kept_reading(doc)}\n",
     ]
     return "\n\n".join(sections)
