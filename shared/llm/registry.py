@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import httpx
 
 from shared.llm.base import LLMClient
@@ -13,12 +16,22 @@ from shared.settings import Settings
 SUPPORTED_PROVIDERS = frozenset({"ollama", "openai"})
 
 
+def _remember_sniffio_missing() -> None:
+    """httpcore tries `import sniffio` each time it sets up a lock or an event (several per
+    request) and takes asyncio when the import fails. Without sniffio installed (anyio no
+    longer needs it) every such try searches `sys.path` again; a `None` in `sys.modules` makes
+    it fail at once, with the same outcome. Nothing changes when sniffio is installed."""
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]  # the documented import block
+
+
 def create_http_client(settings: Settings, *, process_name: str | None = None) -> httpx.AsyncClient:
     """One pooled client per process, made at start-up and closed (`aclose`) at shutdown.
 
     The pool is sized to the worker's concurrency with room to spare, so a full set of jobs
     never waits on a connection; `process_name` tags the User-Agent for server-side logs.
     """
+    _remember_sniffio_missing()
     concurrency = max(settings.WORKER_MAX_JOBS, 10)
     agent = (
         settings.SERVICE_NAME if process_name is None else f"{settings.SERVICE_NAME}/{process_name}"

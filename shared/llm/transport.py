@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import httpx
@@ -35,6 +36,13 @@ START_HINTS = {
     "ollama": "is Ollama running? `make llm_up` starts one, or fix OLLAMA_BASE_URL",
     "openai": "is the server running? `make run LLM=local` serves one, or fix OPENAI_BASE_URL",
 }
+
+
+@lru_cache(maxsize=256)
+def _parsed(url: str) -> httpx.URL:
+    """`url` parsed once: a client calls the same few URLs, and httpx parses (and quotes) a
+    string on every request; an `httpx.URL` it takes as it is."""
+    return httpx.URL(url)
 
 
 def request_timeout(timeout_seconds: float) -> httpx.Timeout:
@@ -82,7 +90,7 @@ async def send(
     """Send one request and read the whole body; transport failures become retriable."""
     with _classified(provider, url):
         return await http.request(
-            method, url, json=json_body, headers=headers, timeout=http_timeout
+            method, _parsed(url), json=json_body, headers=headers, timeout=http_timeout
         )
 
 
@@ -105,7 +113,7 @@ async def open_stream(
     """
     with _classified(provider, url):
         async with http.stream(
-            "POST", url, json=json_body, headers=headers, timeout=http_timeout
+            "POST", _parsed(url), json=json_body, headers=headers, timeout=http_timeout
         ) as response:
             if response.status_code >= 400:
                 await response.aread()
