@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -22,9 +22,15 @@ _TRACER_NAME = "ai_eng_api.worker"
 class Observability:
     telemetry: Telemetry
     metrics: Metrics
+    # Made once: `get_tracer` is not cheap (the SDK's installs a warnings filter every call).
+    _tracer: trace.Tracer = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tracer = self.telemetry.tracer_provider.get_tracer(_TRACER_NAME)
+        object.__setattr__(self, "_tracer", tracer)
 
     def tracer(self) -> trace.Tracer:
-        return self.telemetry.tracer_provider.get_tracer(_TRACER_NAME)
+        return self._tracer
 
 
 @contextmanager
