@@ -269,7 +269,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if index == pause and not self._wait_released():
                 return
-            self.wfile.write(f"{len(line):X}\r\n".encode())
+            size = f"{len(line):X}\r\n".encode()
+            if not self._drip:
+                # One write (one segment on the wire) per chunk: size line, data and CRLF.
+                self.wfile.write(b"".join((size, line, b"\r\n")))
+                continue
+            self.wfile.write(size)
             for part in self._dripped(line):
                 if part is None:
                     return
