@@ -34,7 +34,8 @@ from starlette.routing import Route
 COLUMNS = (
     "id, user_id, model_version_id, prompt, system_instruction, context, response, temperature,"
     " top_p, max_tokens, status, error_code, error_message, next_attempt_at, attempts,"
-    " prompt_version, finish_reason, trace_id, callback_url, input_tokens, output_tokens,"
+    " prompt_version, finish_reason, trace_id, callback_url, priority, input_tokens,"
+    " output_tokens,"
     " total_tokens,"
     " latency_ms, queue_wait_ms, created_at, started_at, completed_at, updated_at, is_active"
 )

@@ -29,7 +29,12 @@ async def test_probes_answer_a_stranger_with_the_status_alone(app: FastAPI) -> N
 async def test_readiness_details_are_for_the_admin(client: httpx.AsyncClient) -> None:
     body = (await client.get("/health/ready")).json()
     assert body["checks"] == {"database": "ok", "redis": "ok"}
-    assert set(body["queue"]) == {"depth", "workers_alive", "oldest_pending_age_seconds"}
+    assert set(body["queue"]) == {
+        "depth",
+        "workers_alive",
+        "oldest_pending_age_seconds",
+        "by_priority",
+    }
 
 
 async def test_a_user_key_gets_no_readiness_details(
