@@ -20,6 +20,14 @@ def e2e_database(settings: Settings) -> Iterator[URL]:
         yield url
 
 
+@pytest.fixture
+def own_database() -> Iterator[URL]:
+    """For a stack of the test's own: the module stack's sweeper would otherwise take its
+    rows over (every sweeper sweeps the whole database) and answer them on another Redis."""
+    with database.migrated_database() as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
 def stack(
     settings: Settings,

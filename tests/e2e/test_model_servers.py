@@ -13,7 +13,6 @@ from sqlalchemy.engine import URL
 
 from shared.model_servers import server_label
 from shared.settings import Settings
-from tests.support import database
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.processes import wait_until
 from tests.support.stack import Stack, running_stack
@@ -22,12 +21,6 @@ pytestmark = pytest.mark.e2e
 
 CAPACITY = 2
 SUBMISSIONS = 24
-
-
-@pytest.fixture
-def own_database() -> Iterator[URL]:
-    with database.migrated_database() as url:
-        yield url
 
 
 @pytest.fixture

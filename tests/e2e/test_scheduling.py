@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy.engine import URL
 
 from shared.settings import Settings
-from tests.support import database
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.stack import Stack, running_stack
 
@@ -25,12 +24,6 @@ pytestmark = pytest.mark.e2e
 
 FLOOD = 40
 LIGHT = 4
-
-
-@pytest.fixture
-def own_database() -> Iterator[URL]:
-    with database.migrated_database() as url:
-        yield url
 
 
 @pytest.fixture

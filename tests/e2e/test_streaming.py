@@ -21,7 +21,6 @@ import redis
 from sqlalchemy.engine import URL
 
 from shared.settings import Settings
-from tests.support import database
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.fake_llm import FakeLLMServer
 from tests.support.fault_stack import open_stack, wait_for_calls
@@ -53,14 +52,6 @@ def streaming_stack(
         settings, e2e_database, llm, workdir, OPENAI_BASE_URL=llm, **STREAMING_ENV
     ) as running:
         yield running
-
-
-@pytest.fixture
-def own_database() -> Iterator[URL]:
-    """For a stack of the test's own: the module stack's sweeper would otherwise take its
-    rows over (every sweeper sweeps the whole database) and answer them on another Redis."""
-    with database.migrated_database() as url:
-        yield url
 
 
 @pytest.fixture
