@@ -8,42 +8,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
-from fakeredis import FakeAsyncRedis
-from redis.asyncio import ConnectionPool
 
 from shared.job_contract import (
     GENERATE_CONVERSATION,
     deserialize_job,
     generation_job_id,
-    serialize_job,
 )
 from shared.queue import enqueue_generation, release_job
-
-
-@pytest.fixture(params=["fakeredis", "redis"])
-async def pool(request: pytest.FixtureRequest, queue_name: str) -> AsyncIterator[ArqRedis]:
-    if request.param == "fakeredis":
-        connections = FakeAsyncRedis().connection_pool
-    else:
-        connections = ConnectionPool.from_url(request.getfixturevalue("redis_url"))
-    arq_pool = ArqRedis(
-        connection_pool=connections,
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
-        # A queue of its own per test: the real Redis is shared with the rest of the run.
-        default_queue_name=f"{queue_name}:contract:{uuid.uuid4().hex[:8]}",
-    )
-    yield arq_pool
-    queue = arq_pool.default_queue_name
-    for job_id in await arq_pool.zrange(queue, 0, -1):
-        await arq_pool.delete(job_key_prefix + job_id.decode())
-    await arq_pool.delete(queue)
-    await arq_pool.aclose()
 
 
 async def test_a_conversation_is_enqueued_once(pool: ArqRedis) -> None:

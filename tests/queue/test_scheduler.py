@@ -8,16 +8,12 @@ ways a fake could hide), each with a queue of its own.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
-from fakeredis import FakeAsyncRedis
-from redis.asyncio import ConnectionPool
 
-from shared.job_contract import deserialize_job, serialize_job
+from shared.job_contract import serialize_job
 from shared.models import Priority
 from shared.queue import (
     READY_BELOW,
@@ -37,27 +33,6 @@ RUN = uuid.uuid4().hex[:8]
 
 def _id(name: str) -> str:
     return f"sched-{RUN}-{name}"
-
-
-@pytest.fixture(params=["fakeredis", "redis"])
-async def pool(request: pytest.FixtureRequest, queue_name: str) -> AsyncIterator[ArqRedis]:
-    if request.param == "fakeredis":
-        connections = FakeAsyncRedis().connection_pool
-    else:
-        connections = ConnectionPool.from_url(request.getfixturevalue("redis_url"))
-    name = f"{queue_name}:sched:{uuid.uuid4().hex[:8]}"
-    arq_pool = ArqRedis(
-        connection_pool=connections,
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
-        default_queue_name=name,
-    )
-    yield arq_pool
-    keys = [k async for k in arq_pool.scan_iter(match=f"{name}*")]
-    keys += [k async for k in arq_pool.scan_iter(match=f"arq:*:sched-{RUN}-*")]
-    if keys:
-        await arq_pool.delete(*keys)
-    await arq_pool.aclose()  # type: ignore[attr-defined]
 
 
 def _scheduler(pool: ArqRedis, **capacities: int) -> Scheduler:
