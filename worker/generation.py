@@ -214,7 +214,8 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
         if outcome.status.is_terminal:
             await deltas.end()
             await announce_end(res, conversation_id)
-            await schedule_webhook(res, conversation_id)
+            if claimed.conversation.has_callback:
+                await schedule_webhook(res, conversation_id)
         _record(res, claimed, outcome)
         if outcome.retry_in_seconds is not None:
             raise Retry(defer=outcome.retry_in_seconds)

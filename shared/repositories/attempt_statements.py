@@ -49,6 +49,7 @@ for _names, _table in ((_CLAIMED, _TABLE), (_MODEL, cast(Table, ModelVersion.__t
     if _missing:
         raise RuntimeError(f"not columns of {_table.name}: {sorted(_missing)}")
 
+_RETURNED = ", ".join([*(f"c.{name}" for name in _CLAIMED), *(f"m.{name}" for name in _MODEL)])
 # $1 conversation, $2 lease (interval). The attempt number it returns fences every later write.
 CLAIM = f"""
 UPDATE "{_CONVERSATION}" AS c SET
@@ -62,7 +63,7 @@ UPDATE "{_CONVERSATION}" AS c SET
 FROM "{_MODEL_VERSION}" AS m
 WHERE c.id = $1 AND c.is_active AND m.id = c.model_version_id
   AND (c.status = '{_PENDING}' OR (c.status = '{_RUNNING}' AND c.lease_expires_at < now()))
-RETURNING {", ".join(f"c.{name}" for name in _CLAIMED)}, {", ".join(f"m.{name}" for name in _MODEL)}
+RETURNING {_RETURNED}, c.callback_url IS NOT NULL AS has_callback
 """
 
 # Why a claim took nothing: the row's status and, if another attempt holds it, when its lease
@@ -127,6 +128,8 @@ class ClaimedConversation:
     top_p: float | None
     max_tokens: int | None
     model_version_id: uuid.UUID
+    # A webhook is to be scheduled when it ends (`callback_url` is written once, at submit).
+    has_callback: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,9 @@ async def claim(
         if current is None:
             return ClaimRefused(None, None)
         return ClaimRefused(current["status"], current["lease_expires_at"])
-    conversation = ClaimedConversation(**{name: row[name] for name in _CLAIMED})
+    conversation = ClaimedConversation(
+        **{name: row[name] for name in _CLAIMED}, has_callback=row["has_callback"]
+    )
     model = ClaimedModel(id=conversation.model_version_id, **{name: row[name] for name in _MODEL})
     return conversation, model
 

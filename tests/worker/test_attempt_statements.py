@@ -235,3 +235,14 @@ async def test_has_outcome_names_one_attempt_and_one_status(
         assert await has(db, cid, attempt=1, status=ConversationStatus.FAILED)
         assert not await has(db, cid, attempt=2, status=ConversationStatus.FAILED)
         assert not await has(db, cid, attempt=1, status=ConversationStatus.COMPLETED)
+
+
+async def test_a_claim_says_whether_the_conversation_has_a_callback(
+    session_factory: SessionFactory,
+) -> None:
+    without, with_callback = await _pair(session_factory)
+    await set_columns(session_factory, with_callback, callback_url="https://example.com/hook")
+    for cid, expected in ((without, False), (with_callback, True)):
+        claimed = await _driver_claim(session_factory, cid)
+        assert not isinstance(claimed, ClaimRefused)
+        assert claimed[0].has_callback is expected
