@@ -53,6 +53,7 @@ class Metrics:
     model_server_in_flight: Gauge
     model_server_capacity: Gauge
     model_server_refusals_total: Counter
+    model_server_errors_total: Counter
     model_server_capacity_waits_total: Counter
     # Model servers as Redis shows them across workers, set by the API at scrape time
     model_server_slots_held: Gauge
@@ -157,6 +158,13 @@ def create_metrics(
             "model_server_refusals_total",
             "Connections a model server refused (it is then set aside for a while).",
             ["provider", "server"],
+            registry=reg,
+        ),
+        model_server_errors_total=Counter(
+            "model_server_errors_total",
+            "Calls to a model server that failed other than by a refused connection (timeouts, "
+            "error statuses, answers that do not parse), by error code.",
+            ["provider", "server", "code"],
             registry=reg,
         ),
         model_server_capacity_waits_total=Counter(

@@ -116,8 +116,9 @@ async def _generate(res: WorkerResources, claimed: _Claimed, on_text: TextSink) 
         slot = await _take_slot(res, provider, refused)
         try:
             return await _call(res, claimed, slot.server.client, request, on_text)
-        except LLMUnavailableError as exc:
-            if not _connection_refused(exc):
+        except LLMError as exc:
+            if not (isinstance(exc, LLMUnavailableError) and _connection_refused(exc)):
+                res.servers.failed(slot.server, exc.code)
                 raise
             res.servers.refused(slot.server)
             refused |= {slot.server.url}

@@ -133,6 +133,12 @@ class ModelServers:
             labels = (server.provider, server_label(server.url))
             self.metrics.model_server_refusals_total.labels(*labels).inc()
 
+    def failed(self, server: ModelServer, code: str) -> None:
+        """A call to the server failed after reaching it (counted; the server stays in)."""
+        if self.metrics is not None:
+            labels = (server.provider, server_label(server.url), code)
+            self.metrics.model_server_errors_total.labels(*labels).inc()
+
     async def busy(self, server: ModelServer) -> int:
         """Requests in flight to `server`: every worker's where it has a capacity."""
         if server.capacity == 0:

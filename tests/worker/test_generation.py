@@ -9,6 +9,7 @@ import pytest
 from arq import Retry
 
 from shared.db import SessionFactory, unit_of_work
+from shared.model_servers import server_label
 from shared.models import Conversation, ConversationStatus
 from shared.repositories.conversations import ConversationRepository
 from shared.services.conversations import cancel_conversation, delete_conversation
@@ -401,3 +402,19 @@ async def test_a_stale_attempt_that_finishes_late_is_discarded(
     assert await second is JobResult.COMPLETED
     row = await load(session_factory, cid)
     assert (row.attempts, row.response) == (2, "fresh answer")
+
+
+async def test_a_call_that_failed_at_the_server_is_counted_against_it(
+    res: WorkerResources, session_factory: SessionFactory, fake_llm: FakeLLMServer
+) -> None:
+    registry = res.obs.metrics.registry
+    server = {"provider": "ollama", "server": server_label(fake_llm.url)}
+
+    def errors(code: str) -> float:
+        labels = {**server, "code": code}
+        return registry.get_sample_value("model_server_errors_total", labels) or 0.0
+
+    before = errors("llm_bad_response")
+    fake_llm.configure(mode="garbage")
+    assert await run_generation(res, await make_conversation(session_factory)) is JobResult.FAILED
+    assert errors("llm_bad_response") == before + 1
