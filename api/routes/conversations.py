@@ -12,7 +12,7 @@ from api.auth import Principal, PrincipalDep
 from api.deps import EngineDep, PageDep, QueueDep, SessionDep, SubmissionsDep
 from api.errors import error_responses
 from shared.errors import ForbiddenError
-from shared.models import ConversationStatus
+from shared.models import ConversationStatus, Priority
 from shared.schemas.conversations import (
     ConversationCreate,
     ConversationOrder,
@@ -139,8 +139,9 @@ async def list_conversations(
     user_id: Annotated[uuid.UUID | None, Query()] = None,
     model_version_id: Annotated[uuid.UUID | None, Query()] = None,
     status: Annotated[ConversationStatus | None, Query()] = None,
+    priority: Annotated[Priority | None, Query()] = None,
 ) -> list[ConversationRead]:
-    """List active conversations, filtered by user, model version or status.
+    """List active conversations, filtered by user, model version, status or priority.
 
     A user key sees its own conversations only (and `X-Total-Count` counts only those).
     """
@@ -152,6 +153,7 @@ async def list_conversations(
         user_id=user_id,
         model_version_id=model_version_id,
         status=status,
+        priority=priority,
     )
     response.headers["X-Total-Count"] = str(total)
     return [ConversationRead.model_validate(row) for row in rows]

@@ -20,7 +20,7 @@ from shared.errors import (
     UnprocessableError,
 )
 from shared.lifecycle import Outcome
-from shared.models import Conversation, ConversationStatus
+from shared.models import Conversation, ConversationStatus, Priority
 from shared.repositories import conversation_statements as statements
 from shared.repositories.conversation_statements import Row
 from shared.repositories.conversations import CONVERSATION_ORDER, ConversationRepository
@@ -206,6 +206,7 @@ async def list_conversations(
     user_id: uuid.UUID | None = None,
     model_version_id: uuid.UUID | None = None,
     status: ConversationStatus | None = None,
+    priority: Priority | None = None,
 ) -> tuple[list[Conversation], int]:
     filters = []
     if owner_id is not None:
@@ -216,6 +217,8 @@ async def list_conversations(
         filters.append(Conversation.model_version_id == model_version_id)
     if status is not None:
         filters.append(Conversation.status == status.value)
+    if priority is not None:
+        filters.append(Conversation.priority == priority.value)
     return await ConversationRepository(session).list_page(
         filters=filters,
         order_by=[CONVERSATION_ORDER[order_by]],

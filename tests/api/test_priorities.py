@@ -101,3 +101,16 @@ async def test_a_key_makes_no_key_above_its_own_ceiling(
     assert inherited.json()["max_priority"] == "batch"
     # The admin's keys default to interactive.
     assert (await _key(client, user["id"])).json()["max_priority"] == "interactive"
+
+
+async def test_conversations_can_be_listed_by_priority(
+    client: httpx.AsyncClient, user: dict[str, Any], model_version: dict[str, Any]
+) -> None:
+    for priority in ("batch", "interactive", "batch"):
+        body = _payload(user, model_version, priority=priority)
+        assert (await client.post("/conversations", json=body)).status_code == 202
+    batch = await client.get("/conversations", params={"priority": "batch"})
+    assert batch.headers["X-Total-Count"] == "2"
+    assert {c["priority"] for c in batch.json()} == {"batch"}
+    unknown = await client.get("/conversations", params={"priority": "urgent"})
+    assert_error(unknown, 422, "validation_error")
