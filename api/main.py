@@ -12,6 +12,7 @@ from api.auth import require_admin
 from api.errors import error_responses, register_error_handlers
 from api.limits import SubmissionLimiter
 from api.middleware.errors import UnhandledErrorMiddleware
+from api.middleware.hot_routes import HotRoutesMiddleware
 from api.middleware.http_methods import HttpMethodsMiddleware
 from api.middleware.metrics import MetricsMiddleware
 from api.middleware.request_id import RequestIdMiddleware
@@ -114,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     install_openapi(app, settings)
     app.add_middleware(HttpMethodsMiddleware, router=app.router)
+    # Outside the methods' layer: the routes it serves never answer OPTIONS, HEAD or 405.
+    app.add_middleware(HotRoutesMiddleware, fastapi_app=app)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(
         RequestLimitsMiddleware,

@@ -1,0 +1,210 @@
+"""The two routes clients call most, dispatched without the router's search and dependency
+solving: `POST /conversations` and `GET /conversations/{conversation_id}`.
+
+They run the same route functions with the same dependencies (called here by hand, in the
+order FastAPI would), the same exception handlers, and they label the trace span and the
+metrics with the same route. Only the plain case is taken here: a canonical UUID in the path
+and no query string for the GET; a JSON body that is valid as it stands, no `Prefer` and a
+well-formed `Idempotency-Key` (if any) for the POST. Anything else (a malformed id or body, a
+long-poll, an overridden dependency) goes on to the router as it came, its body replayed, so
+FastAPI answers it exactly as before, errors included.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.telemetry._api import _route_selected  # names the span after the route
+from pydantic import ValidationError
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import _bearer, authenticate
+from api.deps import get_engine, get_submissions
+from api.routes import conversations
+from shared.schemas.conversations import ConversationCreate
+
+_PREFIX = "/conversations"
+_ITEM = "/conversations/{conversation_id}"
+# The canonical spelling only; any other is left to FastAPI's own parsing and errors.
+_CANONICAL_ID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+# What the route's `Idempotency-Key` header declares (1-255 printable ASCII characters).
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_JSON = "application/json"
+_CONTENT_TYPE = b"content-type"
+_IDEMPOTENCY_HEADER = b"idempotency-key"
+_PREFER = b"prefer"
+
+# Where the validated body waits for the endpoint, in the request's scope.
+_SUBMISSION = "api.hot_routes.submission"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Submission:
+    data: ConversationCreate
+    idempotency_key: str | None
+
+
+def _route(path: str, method: str) -> APIRoute:
+    for route in conversations.router.routes:
+        if isinstance(route, APIRoute) and route.path == path and method in (route.methods or ()):
+            return route
+    raise LookupError(f"no {method} {path} route")
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a header, as Starlette's `Headers.get` reads it."""
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """`receive` that first hands out what was already read."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+class HotRoutesMiddleware:
+    """Serves the plain cases of the two hot routes; passes everything else on."""
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self.create_route = _route(_PREFIX, "POST")
+        self.read_route = _route(_ITEM, "GET")
+        # The app's handlers as its own ExceptionMiddleware has them (500 and Exception are
+        # the outer layers' to answer).
+        handlers = {
+            key: handler
+            for key, handler in fastapi_app.exception_handlers.items()
+            if key not in (500, Exception)
+        }
+        self.read_app = ExceptionMiddleware(_answering(_read_endpoint), handlers=handlers)
+        self.create_app = ExceptionMiddleware(_answering(_create_endpoint), handlers=handlers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and not self.fastapi_app.dependency_overrides
+            and not scope.get("root_path")
+        ):
+            method, path = scope["method"], scope["path"]
+            if method == "GET" and path.startswith(_PREFIX + "/") and not scope["query_string"]:
+                conversation_id = path[len(_PREFIX) + 1 :]
+                if _CANONICAL_ID.fullmatch(conversation_id):
+                    await self._read(scope, receive, send, conversation_id)
+                    return
+            elif method == "POST" and path == _PREFIX:
+                await self._create(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _read(self, scope: Scope, receive: Receive, send: Send, raw_id: str) -> None:
+        self._select(scope, self.read_route, {"conversation_id": raw_id})
+        await self.read_app(scope, receive, send)
+
+    async def _create(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = _header(scope, _CONTENT_TYPE)
+        key = _header(scope, _IDEMPOTENCY_HEADER)
+        idempotency_key = None if key is None else key.decode("latin-1")
+        if (
+            content_type is None
+            or content_type.decode("latin-1").lower() != _JSON
+            or _header(scope, _PREFER) is not None
+            or (idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key))
+        ):
+            await self.app(scope, receive, send)
+            return
+        messages, body = await self._read_body(receive)
+        data = None if body is None else self._valid_body(body)
+        if data is None:
+            await self.app(scope, _replaying(messages, receive), send)
+            return
+        scope[_SUBMISSION] = _Submission(data, idempotency_key)
+        self._select(scope, self.create_route, {})
+        await self.create_app(scope, _replaying(messages, receive), send)
+
+    @staticmethod
+    async def _read_body(receive: Receive) -> tuple[list[Message], bytes | None]:
+        """Every message of the body, and the body (None: the client went away meanwhile)."""
+        messages: list[Message] = []
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages, None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return messages, b"".join(chunks)
+
+    @staticmethod
+    def _valid_body(body: bytes) -> ConversationCreate | None:
+        """The body as the route validates it, or None for FastAPI to answer."""
+        try:
+            return ConversationCreate.model_validate(json.loads(body))
+        except (ValueError, ValidationError):
+            return None
+
+    @staticmethod
+    def _select(scope: Scope, route: APIRoute, path_params: dict[str, str]) -> None:
+        """What the router records of the route it matched: in the scope (the metrics label
+        requests by it) and on the request's span (its name and `http.route`)."""
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = path_params
+        _route_selected(scope=scope, path=route.path_format)
+
+
+def _answering(endpoint: Endpoint) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
+
+
+async def _read_endpoint(request: Request) -> Response:
+    """`get_conversation` with its dependencies, in the order FastAPI solves them."""
+    caller = await authenticate(request, await _bearer(request))
+    return await conversations.get_conversation(
+        conversation_id=uuid.UUID(request.path_params["conversation_id"]),
+        engine=await get_engine(request),
+        caller=caller,
+        request=request,
+        wait=0,
+    )
+
+
+async def _create_endpoint(request: Request) -> Response:
+    """`create_conversation` with its dependencies, the body already validated."""
+    submission: _Submission = request.scope.pop(_SUBMISSION)
+    caller = await authenticate(request, await _bearer(request))
+    return await conversations.create_conversation(
+        data=submission.data,
+        caller=caller,
+        submissions=await get_submissions(request),
+        request=request,
+        idempotency_key=submission.idempotency_key,
+        prefer=None,
+    )
