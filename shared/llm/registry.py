@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import sys
 
 import httpx
@@ -38,13 +39,53 @@ def create_http_client(settings: Settings, *, process_name: str | None = None) -
     )
     return httpx.AsyncClient(
         timeout=request_timeout(settings.LLM_TIMEOUT_SECONDS),
-        limits=httpx.Limits(
+        transport=ShardedTransport(
+            shards=-(-concurrency // CONNECTIONS_PER_SHARD),
             max_connections=concurrency * 2,
             max_keepalive_connections=concurrency,
             keepalive_expiry=30.0,
         ),
         headers={"User-Agent": agent},
     )
+
+
+# The kept-alive connections of one pool. httpcore's pool looks at every connection it holds,
+# and asks each idle one whether its socket is readable, each time a request starts or a
+# response ends: with a hundred kept alive that is most of a model call's own CPU.
+CONNECTIONS_PER_SHARD = 16
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """`shards` connection pools taking requests in turn, so each holds a few connections.
+
+    Each pool may open up to `max_connections` on its own: a pool never makes a request wait
+    while the process is under the limit it was given (the worker's concurrency bounds what
+    is open at once); the kept-alive connections are divided between them.
+    """
+
+    def __init__(
+        self,
+        *,
+        shards: int,
+        max_connections: int,
+        max_keepalive_connections: int,
+        keepalive_expiry: float,
+    ) -> None:
+        shards = max(shards, 1)
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max(-(-max_keepalive_connections // shards), 1),
+            keepalive_expiry=keepalive_expiry,
+        )
+        self.pools = tuple(httpx.AsyncHTTPTransport(limits=limits) for _ in range(shards))
+        self._turns = itertools.cycle(self.pools)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await next(self._turns).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for pool in self.pools:
+            await pool.aclose()
 
 
 def served_providers(settings: Settings) -> frozenset[str]:

@@ -8,7 +8,9 @@ from shared.llm.base import ChatMessage, GenerationRequest
 from shared.llm.ollama import OllamaClient
 from shared.llm.openai_compat import OpenAICompatClient
 from shared.llm.registry import (
+    CONNECTIONS_PER_SHARD,
     SUPPORTED_PROVIDERS,
+    ShardedTransport,
     create_http_client,
     make_llm_clients,
     served_providers,
@@ -50,3 +52,22 @@ async def test_both_providers_reach_their_server(llm: FakeLLMServer) -> None:
 
     assert llm.stats().generation_calls == 2
     assert llm.stats().last_headers["authorization"] == "Bearer sk-reg"
+
+
+async def test_the_client_spreads_its_connections_over_small_pools(llm: FakeLLMServer) -> None:
+    """Each pool holds a few connections (httpcore looks at all of a pool's connections on
+    every request), and together they keep the process's limits."""
+    settings = _settings(OLLAMA_BASE_URL=llm.url, WORKER_MAX_JOBS=40)
+    request = GenerationRequest(model="m", messages=(ChatMessage(role="user", content="ping"),))
+    async with create_http_client(settings) as http:
+        transport = http._transport
+        assert isinstance(transport, ShardedTransport)
+        assert len(transport.pools) == 3 == -(-40 // CONNECTIONS_PER_SHARD)
+        client = make_llm_clients(settings, http)["ollama"]
+        for _ in range(6):
+            assert (await client.generate(request)).text == "echo: ping"
+        # In turn: each pool has served two calls, on a connection it keeps alive.
+        for pool in transport.pools:
+            assert len(pool._pool.connections) == 1
+    assert all(not pool._pool.connections for pool in transport.pools)
+    assert llm.stats().generation_calls == 6
