@@ -213,8 +213,8 @@ async def run_generation(res: WorkerResources, conversation_id: uuid.UUID) -> Jo
             logger.warning("result_discarded", reason="lease_lost_or_cancelled")
             return JobResult.LEASE_LOST
         if outcome.status.is_terminal:
-            await deltas.end()
-            await announce_end(res, conversation_id)
+            # Both best effort and never raising; neither waits for the other.
+            await asyncio.gather(deltas.end(), announce_end(res, conversation_id))
             if claimed.conversation.has_callback:
                 await schedule_webhook(res, conversation_id)
         _record(res, claimed, outcome)
