@@ -60,7 +60,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
     Each pool may open up to `max_connections` on its own: a pool never makes a request wait
     while the process is under the limit it was given (the worker's concurrency bounds what
-    is open at once); the kept-alive connections are divided between them.
+    is open at once). Each keeps alive twice its share of `max_keepalive_connections`: taking
+    requests in turn, a pool's share of a burst varies, and one closed for going over its
+    share is opened again for the next burst.
     """
 
     def __init__(
@@ -74,7 +76,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         shards = max(shards, 1)
         limits = httpx.Limits(
             max_connections=max_connections,
-            max_keepalive_connections=max(-(-max_keepalive_connections // shards), 1),
+            max_keepalive_connections=max(-(-2 * max_keepalive_connections // shards), 1),
             keepalive_expiry=keepalive_expiry,
         )
         self.pools = tuple(httpx.AsyncHTTPTransport(limits=limits) for _ in range(shards))
