@@ -105,10 +105,12 @@ class DeltaPublisher:
         self._has_text.set()
         if self._task is None or self._task.done():
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), FINAL_WRITE_SECONDS)
-        except TimeoutError:
+        # Waits without wrapping the pump in more tasks, and leaves it running on a timeout.
+        done, _ = await asyncio.wait((self._task,), timeout=FINAL_WRITE_SECONDS)
+        if not done:
             self._stop("final_write_timeout")
+            return
+        self._task.result()
 
     async def end(self) -> None:
         """Mark the stream finished, once the outcome is in PostgreSQL. Attempted even when
@@ -142,7 +144,8 @@ class DeltaPublisher:
             if not self._draining.is_set():
                 # Let more pieces gather; `finish` cuts the wait short.
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(self._draining.wait(), self._interval)
+                    async with asyncio.timeout(self._interval):
+                        await self._draining.wait()
             self._has_text.clear()
             text = "".join(self._buffer)
             self._buffer.clear()
