@@ -199,7 +199,9 @@ async def test_a_lease_ending_this_very_instant_has_not_expired(
 ) -> None:
     """In one transaction, whose `now()` does not move."""
     cid = await make_conversation(session_factory)
-    set_lease = "UPDATE conversation SET status = 'running', lease_expires_at = now() - $2::interval"
+    set_lease = (
+        "UPDATE conversation SET status = 'running', lease_expires_at = now() - $2::interval"
+    )
     set_lease += " WHERE id = $1"
     async with driver_connection(_engine(session_factory)) as db, db.transaction():
         await db.fetchval(set_lease, cid, timedelta(0))
