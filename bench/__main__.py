@@ -527,6 +527,11 @@ def main() -> None:
         action="append",
         help="with --only throughput: the stand-in model's delay, s (repeatable; default 0 and 1)",
     )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="with --only throughput: keep the processes' logs (and the raw profile)",
+    )
     args = parser.parse_args()
     load.GENERATOR["choice"] = args.generator
     plan = QUICK if args.quick else FULL
@@ -598,11 +603,16 @@ def only_throughput(args: argparse.Namespace, plan: Plan) -> None:
     run.create_database()
     try:
         throughput_only(plan, results, run, args.delay or [0.0, 1.0])
+    except BaseException:
+        progress(f"bench failed; process logs kept in {run.workdir}")
+        raise
     finally:
         try:
             run.clear_conversations()
         finally:
             run.drop_database()
+    if not args.keep_logs:
+        shutil.rmtree(run.workdir, ignore_errors=True)
     print(throughput_section(results))
     if results.profiles:
         print(profiles_section(results))
