@@ -528,6 +528,11 @@ def main() -> None:
         help="with --only throughput: the stand-in model's delay, s (repeatable; default 0 and 1)",
     )
     parser.add_argument(
+        "--queued",
+        type=int,
+        help=f"with --only throughput: conversations per run (default {FULL.queued})",
+    )
+    parser.add_argument(
         "--keep-logs",
         action="store_true",
         help="with --only throughput: keep the processes' logs (and the raw profile)",
@@ -588,7 +593,11 @@ def main() -> None:
 
 def only_throughput(args: argparse.Namespace, plan: Plan) -> None:
     """`--only throughput`: the worker runs at the full plan's size, printed, nothing written."""
-    plan = dataclasses.replace(plan, profile_seconds=FULL.profile_seconds if args.profile else 0)
+    plan = dataclasses.replace(
+        plan,
+        profile_seconds=FULL.profile_seconds if args.profile else 0,
+        queued=args.queued or plan.queued,
+    )
     run = Run(uuid.uuid4().hex[:8], Path(tempfile.mkdtemp(prefix="bench-")))
     results = Results(
         command=command(args),
