@@ -89,16 +89,21 @@ class Submissions:
         if stored.replayed:
             return Submission(conversation, queued=generate, replayed=True)
         if generate:
-            await publish(
-                self.queue, conversation.id, self.placement(conversation, stored.provider)
-            )
+            place = self.placement(conversation, stored.provider, stored.queue_weight)
+            await publish(self.queue, conversation.id, place)
         self.metrics.conversations_submitted_total.labels("queued" if generate else "stored").inc()
         return Submission(conversation, queued=generate)
 
-    def placement(self, conversation: ConversationRead, provider: str | None) -> Placement:
-        """Where its job goes in the fair order: its user's flow at its priority."""
+    def placement(
+        self, conversation: ConversationRead, provider: str | None, weight: int
+    ) -> Placement:
+        """Where its job goes in the fair order: its user's flow at its priority and weight."""
         return placement_for(
-            conversation.user_id, conversation.priority, provider, settings=self.settings
+            conversation.user_id,
+            conversation.priority,
+            provider,
+            settings=self.settings,
+            weight=weight,
         )
 
     def location(self, conversation_id: uuid.UUID) -> str:

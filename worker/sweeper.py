@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from shared.db import unit_of_work
-from shared.models import Conversation, ModelVersion, Priority
+from shared.models import Conversation, ModelVersion, Priority, User
 from shared.queue import Placement, enqueue_generation, placement_for, release_job
 from shared.repositories.conversations import ConversationRepository
 from worker.context import WorkerResources, resources
@@ -37,15 +37,26 @@ async def _placements(res: WorkerResources, ids: list[uuid.UUID]) -> dict[uuid.U
     if not ids:
         return {}
     stmt = (
-        select(Conversation.id, Conversation.user_id, Conversation.priority, ModelVersion.provider)
+        select(
+            Conversation.id,
+            Conversation.user_id,
+            Conversation.priority,
+            ModelVersion.provider,
+            User.queue_weight,
+        )
         .join(ModelVersion, ModelVersion.id == Conversation.model_version_id)
+        .join(User, User.id == Conversation.user_id)
         .where(Conversation.id.in_(ids))
     )
     async with res.session_factory() as session:
         rows = (await session.execute(stmt)).all()
     return {
         row.id: placement_for(
-            row.user_id, Priority(row.priority), row.provider, settings=res.settings
+            row.user_id,
+            Priority(row.priority),
+            row.provider,
+            settings=res.settings,
+            weight=row.queue_weight,
         )
         for row in rows
     }

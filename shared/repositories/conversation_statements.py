@@ -77,7 +77,9 @@ WHERE u.id = $1 AND u.is_active AND m.id = $2 AND m.is_active
   ) < $4)
 FOR SHARE OF u, m
 ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {_READ}, (SELECT provider FROM "{_MODEL_VERSION}" WHERE id = $2) AS provider
+RETURNING {_READ},
+  (SELECT provider FROM "{_MODEL_VERSION}" WHERE id = $2) AS provider,
+  (SELECT queue_weight FROM "{_USER}" WHERE id = $1) AS queue_weight
 """
 
 # Taken before counting a user's unfinished conversations: its submissions take turns.
@@ -136,8 +138,8 @@ async def insert(
 ) -> Row | None:
     """Insert a conversation with `values` (the written columns but the two ids; a missing one
     is NULL) if its user and model version are active, its model's provider is among
-    `providers` and its user is under `cap`; the row as read and its model's `provider`, or
-    None."""
+    `providers` and its user is under `cap`; the row as read, its model's `provider` and its
+    user's `queue_weight`, or None."""
     with statement_span("INSERT", _CONVERSATION):
         row = await db.fetchrow(
             INSERT,

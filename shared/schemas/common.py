@@ -76,3 +76,5 @@ def _json_integer(value: Any) -> Any:
 Temperature = Annotated[float, Strict(), Field(ge=0, le=2, allow_inf_nan=False)]
 Probability = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]
 TokenCount = Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_json_integer)]
+# An integer as JSON Schema has it (see above), without bounds of its own.
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]

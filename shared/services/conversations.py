@@ -65,6 +65,7 @@ class Stored:
     row: Row
     replayed: bool = False
     provider: str | None = None  # who generates it: the job goes to that provider's servers
+    queue_weight: int = 1  # its user's share of the workers
 
 
 def request_fingerprint(data: ConversationCreate) -> str:
@@ -152,8 +153,8 @@ async def _store(db: DriverConnection, target: _Target) -> Stored | statements.N
             cap=target.cap,
         )
         if row is not None:
-            provider = row.pop("provider")
-            return Stored(row, provider=provider)
+            provider, weight = row.pop("provider"), row.pop("queue_weight")
+            return Stored(row, provider=provider, queue_weight=weight)
         keyed = await _keyed(db, target.user_id, key)
         if keyed is None:
             break

@@ -24,7 +24,8 @@ async def create_user(session: AsyncSession, *, data: UserCreate) -> User:
     if await repo.email_taken(data.email):
         raise conflict
     # A concurrent request may take the email after the check: the unique index decides.
-    return await repo.add(User(email=data.email), violations={EMAIL_UNIQUE_INDEX: conflict})
+    user = User(email=data.email, queue_weight=data.queue_weight)
+    return await repo.add(user, violations={EMAIL_UNIQUE_INDEX: conflict})
 
 
 async def get_user(session: AsyncSession, *, user_id: uuid.UUID, for_update: bool = False) -> User:
@@ -45,8 +46,10 @@ async def list_users(
 async def update_user(session: AsyncSession, *, user_id: uuid.UUID, data: UserUpdate) -> User:
     repo = UserRepository(session)
     user = await get_user(session, user_id=user_id)
+    if data.queue_weight is not None:
+        user.queue_weight = data.queue_weight
     if data.email is None or data.email == user.email:
-        return user
+        return await repo.refresh(user)
     conflict = _email_conflict(data.email)
     if await repo.email_taken(data.email, excluding=user.id):
         raise conflict

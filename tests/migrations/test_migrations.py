@@ -79,6 +79,7 @@ API_KEYS = "5c1d2e3f4a5b"
 IDEMPOTENCY = "7d2e4f6a8b9c"
 WEBHOOKS = "8e3f5a7b9c1d"
 PRIORITIES = "a1b2c3d4e5f6"
+QUEUE_WEIGHT = "b2c3d4e5f6a7"
 
 _SEED = """
 WITH u AS (INSERT INTO "user" (email) VALUES ('kept@example.com') RETURNING id),
@@ -226,4 +227,30 @@ def test_downgrading_the_priorities_migration_keeps_every_row_but_its_priority(
     assert _sql(empty_database, "SELECT max_priority FROM api_key") == [
         {"max_priority": "interactive"}
     ]
+    assert _diff(empty_database) == []
+
+
+def test_downgrading_the_queue_weight_migration_keeps_every_user_but_its_weight(
+    empty_database: URL,
+) -> None:
+    """The decision (see the migration's docstring): users stay; their weights go, and come
+    back as 1 (equal shares) on the next upgrade."""
+    config = database.alembic_config(empty_database)
+    command.upgrade(config, QUEUE_WEIGHT)
+    _sql(empty_database, _SEED)
+    _sql(empty_database, 'UPDATE "user" SET queue_weight = 5')
+    before = _content(empty_database)
+
+    command.downgrade(config, PRIORITIES)
+    kept = _content(empty_database)
+    assert kept['"user"'] == [
+        {k: v for k, v in row.items() if k != "queue_weight"} for row in before['"user"']
+    ]
+    assert (kept["conversation"], kept["model_version"]) == (
+        before["conversation"],
+        before["model_version"],
+    )
+
+    command.upgrade(config, "head")
+    assert _sql(empty_database, 'SELECT queue_weight FROM "user"') == [{"queue_weight": 1}]
     assert _diff(empty_database) == []

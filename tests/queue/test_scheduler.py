@@ -285,3 +285,15 @@ async def test_waiting_jobs_are_counted_per_priority_through_every_way_a_job_mov
     await pool.delete(in_progress_key_prefix + _id("i2"))
     await _enqueue(pool, "i2", _of(USER_A))
     assert await waiting_by_priority(pool, name) == {"interactive": 2, "batch": 1}
+
+
+async def test_a_users_weight_is_its_share_while_others_wait_too(pool: ArqRedis) -> None:
+    scheduler = _scheduler(pool)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    heavy = placement_for(USER_A, Priority.INTERACTIVE, None, settings=settings, weight=3)
+    for n in range(20):
+        await _enqueue(pool, f"h{n}", heavy)
+        await _enqueue(pool, f"l{n}", _of(USER_B))
+    order = await _take_all(scheduler, 16)
+    # Weight 3 against 1: three of every four starts while both have work waiting.
+    assert sum(1 for name in order if name.startswith("h")) == 12

@@ -1,0 +1,62 @@
+"""A user's queue weight: set by the admin, shown on the user, carried into each job's cost."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as redis
+from fastapi import FastAPI
+
+from shared.job_contract import generation_job_id
+from shared.settings import Settings
+from tests.api.conftest import assert_error, client_of, issue_key
+
+
+async def _job_cost(settings: Settings, conversation_id: str) -> float:
+    store = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        raw = await store.get(f"arq:job:{generation_job_id(uuid.UUID(conversation_id))}")
+    finally:
+        await store.aclose()
+    assert raw is not None
+    cost: float = json.loads(raw)["c"]
+    return cost
+
+
+async def test_the_weight_defaults_to_one_and_divides_each_jobs_cost(
+    client: httpx.AsyncClient, settings: Settings, model_version: dict[str, Any]
+) -> None:
+    plain = (await client.post("/users", json={"email": "plain@example.com"})).json()
+    heavy = (await client.post("/users", json={"email": "w@example.com", "queue_weight": 4})).json()
+    assert (plain["queue_weight"], heavy["queue_weight"]) == (1, 4)
+    costs = []
+    for user in (plain, heavy):
+        body = {"user_id": user["id"], "model_version_id": model_version["id"], "prompt": "hi"}
+        made = await client.post("/conversations", json=body)
+        costs.append(await _job_cost(settings, made.json()["id"]))
+    assert costs == [1, 0.25]
+
+
+async def test_the_admin_changes_a_weight_and_a_user_cannot(
+    app: FastAPI, client: httpx.AsyncClient, user: dict[str, Any]
+) -> None:
+    changed = await client.patch(f"/users/{user['id']}", json={"queue_weight": 10})
+    assert changed.status_code == 200
+    assert changed.json()["queue_weight"] == 10
+    assert changed.json()["email"] == user["email"]
+    async with client_of(app, await issue_key(client, user["id"])) as own:
+        assert (await own.get(f"/users/{user['id']}")).json()["queue_weight"] == 10
+        refused = await own.patch(f"/users/{user['id']}", json={"queue_weight": 100})
+    assert_error(refused, 403, "forbidden")
+
+
+@pytest.mark.parametrize("weight", [0, 101, None, "2", 1.5])
+async def test_a_weight_out_of_bounds_is_a_422(
+    client: httpx.AsyncClient, user: dict[str, Any], weight: object
+) -> None:
+    response = await client.patch(f"/users/{user['id']}", json={"queue_weight": weight})
+    assert_error(response, 422, "validation_error")
