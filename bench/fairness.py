@@ -13,7 +13,8 @@ Three scenarios, each on an empty queue:
 * **batch flood vs. interactive**: the same, with A's flood `batch` and A's own later
   submissions `interactive`: interactive work overtakes A's batch work.
 * **two floods**: A submits `--flood` / 2, then B as many: from B's first start on, the
-  completions each has while both have work queued (each should get half).
+  completions each has while both have work queued (each should get half); then again with
+  B's `queue_weight` at 3 (B should get three quarters).
 
 Every number comes from the rows (PostgreSQL's clock for both ends) and the stand-in's own
 count of its most concurrent requests. `--output FILE` replaces the section
@@ -223,15 +224,17 @@ class Bench:
             flood_left=_unfinished(self.run, flood_user),
         )
 
-    async def _two_floods(self, a: str, b: str, model: str) -> list[str]:
+    async def _two_floods(self, a: str, b: str, model: str, b_weight: int) -> list[str]:
         half = self.opts.flood // 2
         async with self.client() as c:
+            weighed = await c.patch(f"/users/{b}", json={"queue_weight": b_weight})
+            weighed.raise_for_status()
             await _submit(c, a, model, half, "interactive")
             return await _submit(c, b, model, half, "interactive")
 
-    def two_floods(self, a: str, b: str, model: str) -> Scenario:
+    def two_floods(self, a: str, b: str, model: str, b_weight: int = 1) -> Scenario:
         self.fresh()
-        b_ids = asyncio.run(self._two_floods(a, b, model))
+        b_ids = asyncio.run(self._two_floods(a, b, model, b_weight))
 
         def first_b_start() -> datetime | None:
             rows = query(
@@ -253,7 +256,7 @@ class Bench:
         }
         window = (t1 - t0).total_seconds()
         return Scenario(
-            name="two floods",
+            name=f"two floods, B of weight {b_weight}",
             waits_ms=[],
             flood_rate=sum(shares.values()) / window,
             window_s=window,
@@ -307,7 +310,8 @@ def render(opts: Options, scenarios: list[Scenario], max_in_flight: int, took: f
             total = sum(s.shares.values()) or 1
             lines += [
                 "",
-                f"Two floods of {opts.flood // 2:,} each, B's submitted after A's: over "
+                f"Two floods of {opts.flood // 2:,} each, B's (of `queue_weight` "
+                f"{s.name.rsplit(' ', 1)[1]}) submitted after A's: over "
                 f"{s.window_s:.1f} s from B's first start, A completed {s.shares['A']} "
                 f"({s.shares['A'] / total:.0%}) and B {s.shares['B']} "
                 f"({s.shares['B'] / total:.0%}); together {s.flood_rate:.2f}/s of "
@@ -354,6 +358,7 @@ def run_all(opts: Options, output: Path | None) -> str:
                         bench.light_vs_flood("flood vs. a light user", a, b, model, "interactive"),
                         bench.light_vs_flood("batch flood vs. interactive", a, a, model, "batch"),
                         bench.two_floods(a, b, model),
+                        bench.two_floods(a, b, model, b_weight=3),
                     ]
                     max_in_flight = llm.stats().max_in_flight
             finally:
