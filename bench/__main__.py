@@ -109,7 +109,9 @@ class Plan:
     profile_seconds: float = 0  # per py-spy profile (0: none)
 
 
-FULL = Plan(10, 4, 2, 10, 20, 10, 300, 60, profile_seconds=5)
+# 1,000 queued: with 100 slots a worker drains them in waves of 100, so two workers can at most
+# halve one worker's waves; at 300 (3 waves against 2) no pair of workers could pass 1.5x.
+FULL = Plan(10, 4, 2, 10, 20, 10, 1000, 60, profile_seconds=5)
 QUICK = Plan(2, 0, 1, 2, 4, 4, 60, 10)
 
 
