@@ -14,8 +14,7 @@ import os
 import socket
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
@@ -56,23 +55,34 @@ _STDLIB_LOGGERS: Mapping[str, int] = {
 }
 
 
-@contextmanager
-def bind_context(**ids: object) -> Iterator[None]:
+class bind_context:  # noqa: N801  # used as a function: `with bind_context(request_id=...)`
     """Put `ids` on every line logged inside the block, here and in tasks started from it.
 
     A `None` value hides an id bound by an enclosing block; the previous ids come back on exit.
+    A plain class rather than a generator: it is entered on every request.
     """
-    merged = dict(_context.get())
-    for key, value in ids.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = str(value)
-    token = _context.set(tuple(merged.items()))
-    try:
-        yield
-    finally:
-        _context.reset(token)
+
+    __slots__ = ("_ids", "_token")
+
+    def __init__(self, **ids: object) -> None:
+        self._ids = ids
+
+    def __enter__(self) -> None:
+        current = _context.get()
+        if not current and None not in self._ids.values():
+            # The common case, a request's or a job's first ids: nothing to merge.
+            self._token = _context.set(tuple((k, str(v)) for k, v in self._ids.items()))
+            return
+        merged = dict(current)
+        for key, value in self._ids.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = str(value)
+        self._token = _context.set(tuple(merged.items()))
+
+    def __exit__(self, *exc: object) -> None:
+        _context.reset(self._token)
 
 
 def log_context() -> dict[str, str]:

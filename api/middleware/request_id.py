@@ -79,7 +79,7 @@ class RequestIdMiddleware:
                 failed = error is not None and not isinstance(error, asyncio.CancelledError)
                 # The traceback is logged here, where the request id is still bound; the
                 # server's own report of the same exception has none.
-                logger.opt(exception=error if failed else None).log(
+                (logger.opt(exception=error) if failed else logger).log(
                     "ERROR" if failed or status >= 500 else "INFO",
                     "http_request",
                     method=scope["method"],
