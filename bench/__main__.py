@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -593,13 +594,15 @@ def main() -> None:
     print(text)
 
 
-def only_throughput(args: argparse.Namespace, plan: Plan) -> None:
-    """`--only throughput`: the worker runs at the full plan's size, printed, nothing written."""
-    plan = dataclasses.replace(
-        plan,
-        profile_seconds=FULL.profile_seconds if args.profile else 0,
-        queued=args.queued or plan.queued,
-    )
+def _partial_run(
+    args: argparse.Namespace,
+    plan: Plan,
+    measure: Callable[[Results, Run], None],
+    *,
+    keep_logs: bool,
+) -> tuple[Results, float]:
+    """One part of the benchmark on a throwaway database: the results and the other work on
+    the machine meanwhile (% of a core). Logs are kept when it fails, or with `keep_logs`."""
     run = Run(uuid.uuid4().hex[:8], Path(tempfile.mkdtemp(prefix="bench-")))
     results = Results(
         command=command(args),
@@ -613,7 +616,7 @@ def only_throughput(args: argparse.Namespace, plan: Plan) -> None:
     other = OtherLoad()
     run.create_database()
     try:
-        throughput_only(plan, results, run, args.delay or [0.0, 1.0])
+        measure(results, run)
     except BaseException:
         progress(f"bench failed; process logs kept in {run.workdir}")
         raise
@@ -622,49 +625,49 @@ def only_throughput(args: argparse.Namespace, plan: Plan) -> None:
             run.clear_conversations()
         finally:
             run.drop_database()
-    if not args.keep_logs:
+    if not keep_logs:
         shutil.rmtree(run.workdir, ignore_errors=True)
-    print(throughput_section(results))
+    return results, other.percent()
+
+
+def _print_tail(results: Results, other_percent: float) -> None:
     if results.profiles:
         print(profiles_section(results))
-    print(f"other work on the machine: {other.percent():.0f} % of a core on average")
+    print(f"other work on the machine: {other_percent:.0f} % of a core on average")
     for problem, n in sorted(results.problems.items()):
         print(f"logged: {problem}: {n}")
+
+
+def only_throughput(args: argparse.Namespace, plan: Plan) -> None:
+    """`--only throughput`: the worker runs at the full plan's size, printed, nothing written."""
+    plan = dataclasses.replace(
+        plan,
+        profile_seconds=FULL.profile_seconds if args.profile else 0,
+        queued=args.queued or plan.queued,
+    )
+    results, other = _partial_run(
+        args,
+        plan,
+        lambda results, run: throughput_only(plan, results, run, args.delay or [0.0, 1.0]),
+        keep_logs=args.keep_logs,
+    )
+    print(throughput_section(results))
+    _print_tail(results, other)
 
 
 def only_http(args: argparse.Namespace, plan: Plan) -> None:
     """`--only http`: the request path at the plan's size, printed, nothing written; with
     `--profile`, the API's profiles too (their raw samples kept with the logs)."""
     plan = dataclasses.replace(plan, profile_seconds=FULL.profile_seconds if args.profile else 0)
-    run = Run(uuid.uuid4().hex[:8], Path(tempfile.mkdtemp(prefix="bench-")))
-    results = Results(
-        command=command(args),
-        date=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        code=code_version(),
-        generator=generator_name(),
-        server_flags=server_flags(),
-        background_percent=wait_for_quiet(max_wait=plan.quiet_wait),
+    results, other = _partial_run(
+        args, plan, lambda results, run: http_only(plan, results, run), keep_logs=True
     )
-    progress(f"bench run {run.run_id}: logs in {run.workdir}")
-    other = OtherLoad()
-    run.create_database()
-    try:
-        http_only(plan, results, run)
-    finally:
-        try:
-            run.clear_conversations()
-        finally:
-            run.drop_database()
     print(http_section(results))
     for route in (POST, GET):
         for key in ("admin", "user"):
             ratio = ratio_to_floor(results, route, key, 32)
             print(f"{route}, {key} key, c32: {ratio:.2f}{X} the floor")
-    if results.profiles:
-        print(profiles_section(results))
-    print(f"other work on the machine: {other.percent():.0f} % of a core on average")
-    for problem, n in sorted(results.problems.items()):
-        print(f"logged: {problem}: {n}")
+    _print_tail(results, other)
 
 
 if __name__ == "__main__":
