@@ -103,3 +103,9 @@ async def test_the_counts_come_from_the_unfinished_index_not_the_table(
     assert "ix_conversation_user_id_unfinished" in str(plan) or "ix_conversation_unfinished" in str(
         plan
     )
+
+
+async def test_the_page_size_is_bounded_at_100(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/queue/users", params={"limit": 100})).status_code == 200
+    too_many = await client.get("/queue/users", params={"limit": 101})
+    assert_error(too_many, 422, "validation_error")

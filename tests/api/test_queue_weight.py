@@ -60,3 +60,22 @@ async def test_a_weight_out_of_bounds_is_a_422(
 ) -> None:
     response = await client.patch(f"/users/{user['id']}", json={"queue_weight": weight})
     assert_error(response, 422, "validation_error")
+
+
+@pytest.mark.parametrize("weight", [1, 100])
+async def test_a_weight_at_either_bound_is_kept(
+    client: httpx.AsyncClient, user: dict[str, Any], weight: int
+) -> None:
+    response = await client.patch(f"/users/{user['id']}", json={"queue_weight": weight})
+    assert response.status_code == 200
+    assert response.json()["queue_weight"] == weight
+
+
+async def test_another_users_key_cannot_see_or_change_a_weight(
+    app: FastAPI, client: httpx.AsyncClient, user: dict[str, Any]
+) -> None:
+    other = (await client.post("/users", json={"email": "other@example.com"})).json()
+    async with client_of(app, await issue_key(client, other["id"])) as stranger:
+        assert_error(await stranger.get(f"/users/{user['id']}"), 404, "not_found")
+        changed = await stranger.patch(f"/users/{user['id']}", json={"queue_weight": 100})
+    assert_error(changed, 403, "forbidden")
