@@ -129,12 +129,9 @@ def placement_for(
     return Placement(flow=f"{user_id}:{priority.value}", cost=cost / weight, provider=provider)
 
 
-# Start-time fair queuing over the flows: a job's rank is where its flow's last one ended, or
-# the clock if the flow was idle (a user with nothing queued goes next); the flow then moves on
-# by the job's cost. Used by the enqueue here and by the worker's take (worker/scheduler.py).
-# Needs locals `clock_key`, `flows_key`, `waiting_key`; defines rank_for(flow, cost) and
-# count_waiting(flow, change), which keeps the waiting jobs per priority (the flow's suffix).
-RANK_FOR = """
+# The waiting jobs per priority (the flow's suffix), kept by every script that moves a job in
+# or out of waiting. Needs a local `waiting_key`; defines count_waiting(flow, change).
+COUNT_WAITING = """
 local function count_waiting(flow, change)
   if type(flow) == 'string' then
     local priority = string.match(flow, ':([%w_]+)$')
@@ -143,7 +140,13 @@ local function count_waiting(flow, change)
     end
   end
 end
+"""
 
+# Start-time fair queuing over the flows: a job's rank is where its flow's last one ended, or
+# the clock if the flow was idle (a user with nothing queued goes next); the flow then moves on
+# by the job's cost. Used by the enqueue here and by the worker's take (worker/scheduler.py).
+# Needs locals `clock_key`, `flows_key`; defines rank_for(flow, cost).
+RANK_FOR = """
 local function rank_for(flow, cost)
   local clock = tonumber(redis.call('GET', clock_key) or '0')
   if flow == nil or flow == '' then
@@ -163,6 +166,7 @@ _ENQUEUE = (
     """
 local clock_key, flows_key, waiting_key = KEYS[6], KEYS[7], KEYS[8]
 """
+    + COUNT_WAITING
     + RANK_FOR
     + f"""
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then

@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from shared.queue import (
+    COUNT_WAITING,
     RANK_FOR,
     READY_BELOW,
     RUNNING_MARK,
@@ -55,6 +56,22 @@ CHUNK = 64
 PASS_OVER_MAX = 64
 
 
+# A job's payload as a table (nil: gone or not JSON). Defines job_body(job_key).
+JOB_BODY = """
+local function job_body(job_key)
+  local raw = redis.call('GET', job_key)
+  if not raw then
+    return nil
+  end
+  local ok, body = pcall(cjson.decode, raw)
+  if not ok or type(body) ~= 'table' then
+    return nil
+  end
+  return body
+end
+"""
+
+
 def admission_key(queue_name: str, provider: str) -> str:
     """The provider's admission tokens: members job ids, scores their lease's end (ms)."""
     return f"{queue_name}:admit:{provider}"
@@ -68,7 +85,9 @@ _TAKE = (
     """
 local queue, clock_key, flows_key, waiting_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 """
+    + COUNT_WAITING
     + RANK_FOR
+    + JOB_BODY
     + f"""
 local now = tonumber(ARGV[1])
 local limit, scan, lease = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -76,22 +95,11 @@ local capacity = {{}}
 for i = 8, #ARGV, 2 do
   capacity[ARGV[i]] = tonumber(ARGV[i + 1])
 end
-local function placement(job_id)
-  local raw = redis.call('GET', ARGV[4] .. job_id)
-  if not raw then
-    return nil
-  end
-  local ok, body = pcall(cjson.decode, raw)
-  if not ok or type(body) ~= 'table' then
-    return nil
-  end
-  return body
-end
 
 -- Deferred jobs that are due get a rank: at the end of their flow, or the front.
 local due = redis.call('ZRANGEBYSCORE', queue, {READY_BELOW}, now, 'LIMIT', 0, {PROMOTE_PER_TAKE})
 for _, job_id in ipairs(due) do
-  local body = placement(job_id)
+  local body = job_body(ARGV[4] .. job_id)
   local rank
   if body and type(body['fl']) == 'string' then
     rank = rank_for(body['fl'], tonumber(body['c']) or 1)
@@ -128,7 +136,7 @@ while #started < 2 * limit and looked < scan and passed < {PASS_OVER_MAX} do
     local admitted = redis.call('EXISTS', ARGV[3] .. job_id) == 0
     local body = nil
     if admitted then
-      body = placement(job_id)
+      body = job_body(ARGV[4] .. job_id)
       local provider = body and body['p']
       local cap = type(provider) == 'string' and capacity[provider] or nil
       if cap then
@@ -172,17 +180,16 @@ _TAKE_SCRIPT = AsyncScript(None, _TAKE.encode())  # type: ignore[arg-type]  # by
 # ARGV: job id, now (ms), the in-progress key's fate ('' delete, else keep it that many ms),
 # how the job ended ('done', 'retry' with ARGV[5] added to its score as arq does, or 'again':
 # due again now, as when shutdown took it away; left at the running mark it would never run).
-_FINISH = f"""
-local job_id = ARGV[1]
+_FINISH = (
+    """
+local job_id, waiting_key = ARGV[1], KEYS[6]
+"""
+    + COUNT_WAITING
+    + JOB_BODY
+    + f"""
 local function back_to_waiting()
-  local raw = redis.call('GET', KEYS[4])
-  local ok, body = pcall(cjson.decode, raw or '')
-  if ok and type(body) == 'table' and type(body['fl']) == 'string' then
-    local priority = string.match(body['fl'], ':([%w_]+)$')
-    if priority then
-      redis.call('HINCRBY', KEYS[6], priority, 1)
-    end
-  end
+  local body = job_body(KEYS[4])
+  count_waiting(body and body['fl'], 1)
 end
 if ARGV[3] == '' then
   redis.call('DEL', KEYS[2])
@@ -208,6 +215,7 @@ for i = 7, #KEYS do
 end
 return 1
 """
+)
 _FINISH_SCRIPT = AsyncScript(None, _FINISH.encode())  # type: ignore[arg-type]  # bytes: no client needed
 
 
