@@ -89,22 +89,16 @@ class Submissions:
         if stored.replayed:
             return Submission(conversation, queued=generate, replayed=True)
         if generate:
-            place = self.placement(conversation, stored.provider, stored.queue_weight)
+            place = placement_for(
+                conversation.user_id,
+                conversation.priority,
+                stored.provider,
+                settings=self.settings,
+                weight=stored.queue_weight,
+            )
             await publish(self.queue, conversation.id, place)
         self.metrics.conversations_submitted_total.labels("queued" if generate else "stored").inc()
         return Submission(conversation, queued=generate)
-
-    def placement(
-        self, conversation: ConversationRead, provider: str | None, weight: int
-    ) -> Placement:
-        """Where its job goes in the fair order: its user's flow at its priority and weight."""
-        return placement_for(
-            conversation.user_id,
-            conversation.priority,
-            provider,
-            settings=self.settings,
-            weight=weight,
-        )
 
     def location(self, conversation_id: uuid.UUID) -> str:
         """Where to poll. Never from the Host header: a forged host would turn the link into

@@ -11,7 +11,7 @@ from arq.worker import func
 from loguru import logger
 
 from shared.job_contract import GENERATE_CONVERSATION, deserialize_job, serialize_job
-from shared.llm.registry import SUPPORTED_PROVIDERS
+from shared.model_servers import configured_servers
 from shared.queue import create_queue_pool, heartbeat_key
 from shared.settings import Settings
 from shared.webhook_deliveries import DELIVER_WEBHOOK
@@ -77,9 +77,7 @@ def build_worker(settings: Settings, obs: Observability, **overrides: Any) -> Qu
         # In the registry, a heartbeat expires after two missed refreshes.
         "heartbeat_ttl_seconds": settings.WORKER_HEALTH_CHECK_INTERVAL_SECONDS * 2 + 1,
         # Jobs start only while their provider's servers have room (worker/scheduler.py).
-        "provider_capacities": provider_capacities(
-            {p: settings.model_servers(p) for p in SUPPORTED_PROVIDERS}
-        ),
+        "provider_capacities": provider_capacities(configured_servers(settings)),
         "job_completion_wait": settings.WORKER_SHUTDOWN_GRACE_SECONDS,
         "job_serializer": serialize_job,
         "job_deserializer": deserialize_job,

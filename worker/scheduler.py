@@ -24,7 +24,7 @@ mark, so waiting jobs are always at the front of the set and the walk reads no r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from arq.constants import (
@@ -36,6 +36,7 @@ from arq.constants import (
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from shared.model_servers import ConfiguredServer
 from shared.queue import (
     COUNT_WAITING,
     RANK_FOR,
@@ -300,11 +301,14 @@ class Scheduler:
                 await pipe.execute()
 
 
-def provider_capacities(servers: Mapping[str, list[tuple[str, int]]]) -> dict[str, int]:
+def provider_capacities(servers: Iterable[ConfiguredServer]) -> dict[str, int]:
     """Admission tokens per provider: the sum of its servers' capacities, when every one has
     a capacity (a server without one takes any number, so the provider is not limited)."""
+    by_provider: dict[str, list[int]] = {}
+    for server in servers:
+        by_provider.setdefault(server.provider, []).append(server.capacity)
     return {
-        provider: sum(capacity for _, capacity in listed)
-        for provider, listed in servers.items()
-        if listed and all(capacity > 0 for _, capacity in listed)
+        provider: sum(capacities)
+        for provider, capacities in by_provider.items()
+        if all(capacity > 0 for capacity in capacities)
     }

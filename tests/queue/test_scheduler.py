@@ -14,6 +14,7 @@ from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 
 from shared.job_contract import serialize_job
+from shared.model_servers import ConfiguredServer
 from shared.models import Priority
 from shared.queue import (
     READY_BELOW,
@@ -225,9 +226,12 @@ async def test_jobs_queued_before_ranks_existed_still_run(pool: ArqRedis) -> Non
 
 
 def test_a_provider_is_limited_only_when_every_server_has_a_capacity() -> None:
-    assert provider_capacities(
-        {"ollama": [("http://a", 2), ("http://b", 3)], "openai": [("http://c", 0)], "x": []}
-    ) == {"ollama": 5}
+    servers = [
+        ConfiguredServer("ollama", "http://a", 2),
+        ConfiguredServer("ollama", "http://b", 3),
+        ConfiguredServer("openai", "http://c", 0),
+    ]
+    assert provider_capacities(servers) == {"ollama": 5}
 
 
 async def test_a_full_providers_jobs_do_not_hold_back_other_work_behind_them(
