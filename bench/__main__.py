@@ -556,18 +556,7 @@ def main() -> None:
         plan = dataclasses.replace(plan, profile_seconds=FULL.profile_seconds)
     output = args.output or (None if args.quick else DOC)
     started = time.monotonic()
-    run = Run(uuid.uuid4().hex[:8], Path(tempfile.mkdtemp(prefix="bench-")))
-    results = Results(
-        command=command(args),
-        date=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        code=code_version(),
-        generator=generator_name(),
-        server_flags=server_flags(),
-        background_percent=wait_for_quiet(max_wait=plan.quiet_wait),
-    )
-    progress(f"bench run {run.run_id}: logs in {run.workdir}")
-    other = OtherLoad()
-    run.create_database()
+    run, results, other = _begin(args, plan)
     failed = True
     try:
         found = execute(plan, results, run)
@@ -594,15 +583,9 @@ def main() -> None:
     print(text)
 
 
-def _partial_run(
-    args: argparse.Namespace,
-    plan: Plan,
-    measure: Callable[[Results, Run], None],
-    *,
-    keep_logs: bool,
-) -> tuple[Results, float]:
-    """One part of the benchmark on a throwaway database: the results and the other work on
-    the machine meanwhile (% of a core). Logs are kept when it fails, or with `keep_logs`."""
+def _begin(args: argparse.Namespace, plan: Plan) -> tuple[Run, Results, OtherLoad]:
+    """A run's directory and database, its results so far (what ran, where, how busy the
+    machine was before) and the count of other work on the machine from now on."""
     run = Run(uuid.uuid4().hex[:8], Path(tempfile.mkdtemp(prefix="bench-")))
     results = Results(
         command=command(args),
@@ -615,6 +598,19 @@ def _partial_run(
     progress(f"bench run {run.run_id}: logs in {run.workdir}")
     other = OtherLoad()
     run.create_database()
+    return run, results, other
+
+
+def _partial_run(
+    args: argparse.Namespace,
+    plan: Plan,
+    measure: Callable[[Results, Run], None],
+    *,
+    keep_logs: bool,
+) -> tuple[Results, float]:
+    """One part of the benchmark on a throwaway database: the results and the other work on
+    the machine meanwhile (% of a core). Logs are kept when it fails, or with `keep_logs`."""
+    run, results, other = _begin(args, plan)
     try:
         measure(results, run)
     except BaseException:
