@@ -22,6 +22,7 @@ from sqlalchemy import Table
 from shared.db import DriverConnection, statement_span
 from shared.lifecycle import Outcome
 from shared.models import Conversation, ConversationStatus, ModelVersion
+from shared.repositories.base import column_list
 
 _TABLE = cast(Table, Conversation.__table__)
 _CONVERSATION = _TABLE.name
@@ -44,12 +45,12 @@ _CLAIMED = (
     "model_version_id",
 )
 _MODEL = ("provider", "model_name", "max_tokens_cap", "default_temperature")
-for _names, _table in ((_CLAIMED, _TABLE), (_MODEL, cast(Table, ModelVersion.__table__))):
-    _missing = set(_names) - set(_table.columns.keys())
-    if _missing:
-        raise RuntimeError(f"not columns of {_table.name}: {sorted(_missing)}")
-
-_RETURNED = ", ".join([*(f"c.{name}" for name in _CLAIMED), *(f"m.{name}" for name in _MODEL)])
+_RETURNED = ", ".join(
+    [
+        column_list(_TABLE, _CLAIMED, alias="c"),
+        column_list(cast(Table, ModelVersion.__table__), _MODEL, alias="m"),
+    ]
+)
 # $1 conversation, $2 lease (interval). The attempt number it returns fences every later write.
 CLAIM = f"""
 UPDATE "{_CONVERSATION}" AS c SET

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Table, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +18,16 @@ Violations = Mapping[str, AppError]
 
 # SQLSTATEs of the violations a concurrent request can cause between a check and a write.
 _RACE_SQLSTATES = frozenset({"23505", "23503"})  # unique_violation, foreign_key_violation
+
+
+def column_list(table: Table, names: Collection[str], *, alias: str | None = None) -> str:
+    """`names` as a written-out statement lists them (quoted, `alias.` first if given), each
+    checked against the mapped table, so a renamed column fails at import, not at run time."""
+    missing = set(names) - set(table.columns.keys())
+    if missing:
+        raise RuntimeError(f"not columns of {table.name}: {sorted(missing)}")
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(f'{prefix}"{name}"' for name in names)
 
 
 def violated_constraint(exc: IntegrityError) -> str | None:

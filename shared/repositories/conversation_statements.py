@@ -18,6 +18,7 @@ from sqlalchemy import Table
 
 from shared.db import DriverConnection, statement_span
 from shared.models import Conversation, ConversationStatus, ModelVersion, User
+from shared.repositories.base import column_list
 from shared.schemas.conversations import ConversationRead
 
 Row = dict[str, Any]
@@ -30,10 +31,7 @@ _UNFINISHED = f"('{ConversationStatus.PENDING.value}', '{ConversationStatus.RUNN
 
 
 def _columns(names: Collection[str]) -> str:
-    missing = set(names) - set(_TABLE.columns.keys())
-    if missing:
-        raise RuntimeError(f"not columns of {_CONVERSATION}: {sorted(missing)}")
-    return ", ".join(f'"{name}"' for name in names)
+    return column_list(_TABLE, names)
 
 
 # What a conversation reads as: exactly the response model's fields.
