@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as redis
 from fastapi import FastAPI
 
 from api.main import create_app
+from shared.job_contract import generation_job_id
 from shared.settings import Settings
 from tests.support.auth import bearer
 
@@ -53,6 +57,18 @@ async def user(client: httpx.AsyncClient) -> dict[str, Any]:
 @pytest.fixture
 async def model_version(client: httpx.AsyncClient) -> dict[str, Any]:
     return await create_model_version(client)
+
+
+async def queued_job(settings: Settings, conversation_id: str) -> dict[str, Any]:
+    """The payload of a conversation's job as Redis holds it (it must be queued)."""
+    store = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        raw = await store.get(f"arq:job:{generation_job_id(uuid.UUID(conversation_id))}")
+    finally:
+        await store.aclose()
+    assert raw is not None
+    body: dict[str, Any] = json.loads(raw)
+    return body
 
 
 async def issue_key(client: httpx.AsyncClient, user_id: str, name: str | None = None) -> str:

@@ -3,32 +3,17 @@ and carried into the job so the scheduler can place it."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any
 
 import httpx
-import redis.asyncio as redis
 from fastapi import FastAPI
 
-from shared.job_contract import generation_job_id
 from shared.settings import Settings
-from tests.api.conftest import assert_error, client_of
+from tests.api.conftest import assert_error, client_of, queued_job
 
 
 def _payload(user: dict[str, Any], model_version: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"user_id": user["id"], "model_version_id": model_version["id"], "prompt": "hi", **extra}
-
-
-async def _job(settings: Settings, conversation_id: str) -> dict[str, Any]:
-    store = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        raw = await store.get(f"arq:job:{generation_job_id(uuid.UUID(conversation_id))}")
-    finally:
-        await store.aclose()
-    assert raw is not None
-    body: dict[str, Any] = json.loads(raw)
-    return body
 
 
 async def _key(client: httpx.AsyncClient, user_id: str, **body: Any) -> httpx.Response:
@@ -51,11 +36,11 @@ async def test_interactive_is_the_default_and_batch_is_kept(
     read = await client.get(f"/conversations/{batch.json()['id']}")
     assert read.json()["priority"] == "batch"
     # The job names its user's flow at that priority, its cost and its provider.
-    job = await _job(settings, batch.json()["id"])
+    job = await queued_job(settings, batch.json()["id"])
     assert job["fl"] == f"{user['id']}:batch"
     assert job["c"] == settings.SCHEDULER_BATCH_COST
     assert job["p"] == model_version["provider"]
-    assert (await _job(settings, plain.json()["id"]))["c"] == 1
+    assert (await queued_job(settings, plain.json()["id"]))["c"] == 1
 
 
 async def test_an_unknown_priority_is_a_422(

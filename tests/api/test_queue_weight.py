@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as redis
 from fastapi import FastAPI
 
-from shared.job_contract import generation_job_id
 from shared.settings import Settings
-from tests.api.conftest import assert_error, client_of, issue_key
-
-
-async def _job_cost(settings: Settings, conversation_id: str) -> float:
-    store = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        raw = await store.get(f"arq:job:{generation_job_id(uuid.UUID(conversation_id))}")
-    finally:
-        await store.aclose()
-    assert raw is not None
-    cost: float = json.loads(raw)["c"]
-    return cost
+from tests.api.conftest import assert_error, client_of, issue_key, queued_job
 
 
 async def test_the_weight_defaults_to_one_and_divides_each_jobs_cost(
@@ -37,7 +22,7 @@ async def test_the_weight_defaults_to_one_and_divides_each_jobs_cost(
     for user in (plain, heavy):
         body = {"user_id": user["id"], "model_version_id": model_version["id"], "prompt": "hi"}
         made = await client.post("/conversations", json=body)
-        costs.append(await _job_cost(settings, made.json()["id"]))
+        costs.append((await queued_job(settings, made.json()["id"]))["c"])
     assert costs == [1, 0.25]
 
 
