@@ -120,7 +120,7 @@ async def _generate(res: WorkerResources, claimed: _Claimed, on_text: TextSink) 
             if not (isinstance(exc, LLMUnavailableError) and _connection_refused(exc)):
                 res.servers.failed(slot.server, exc.code)
                 raise
-            res.servers.refused(slot.server)
+            await res.servers.refused(slot.server)
             refused |= {slot.server.url}
             if len(refused) >= len(res.servers.by_provider[provider]):
                 raise

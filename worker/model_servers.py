@@ -70,8 +70,6 @@ class ModelServers:
     lease_seconds: float
     metrics: Metrics | None = None
     by_provider: dict[str, list[ModelServer]] = field(default_factory=dict)
-    # Servers refused since their mark was last written to Redis (`refused` cannot wait).
-    _unpublished: dict[str, ModelServer] = field(default_factory=dict)
 
     def add(self, provider: str, url: str, capacity: int, client: LLMClient, queue: str) -> None:
         server = ModelServer(
@@ -99,7 +97,6 @@ class ModelServers:
         """A slot on the least busy healthy server of `provider` (not in `skip`), or None when
         every one is full. A server is down when this worker or another one found it refusing
         lately; when all are down, the one whose mark ends first is tried anyway."""
-        await self._publish_down()
         servers = [s for s in self.by_provider.get(provider, []) if s.url not in skip]
         down_for, loads = await self._look(servers)
         healthy = [s for s in servers if down_for[s.url] <= 0]
@@ -118,20 +115,23 @@ class ModelServers:
         return None
 
     async def give_back(self, slot: Slot) -> None:
-        """Return the slot; a server `refused` meanwhile is marked down in Redis now."""
         self._in_flight(slot.server, -1)
         if slot.holder is not None:
             await self.redis.zrem(slot.server.slots_key, slot.holder)
-        await self._publish_down()
 
-    def refused(self, server: ModelServer) -> None:
-        """The server refused a connection: leave it out for a while, in this process at once
-        and in every worker from the next `give_back` or `take` (which write the mark)."""
+    async def refused(self, server: ModelServer) -> None:
+        """The server refused a connection: leave it out for a while, in this process and, by
+        a key in Redis that expires with the mark, in every worker. Best effort: without
+        Redis, this process still knows."""
         server.down_until = time.monotonic() + DOWN_SECONDS
-        self._unpublished[server.url] = server
         if self.metrics is not None:
             labels = (server.provider, server_label(server.url))
             self.metrics.model_server_refusals_total.labels(*labels).inc()
+        mark = json.dumps({"reason": "connection_refused", "at": round(time.time(), 3)})
+        try:
+            await self.redis.psetex(server.down_key, int(DOWN_SECONDS * 1000), mark)
+        except (RedisError, OSError) as exc:
+            logger.warning("model_server_down_mark_failed", error=type(exc).__name__)
 
     def failed(self, server: ModelServer, code: str) -> None:
         """A call to the server failed after reaching it (counted; the server stays in)."""
@@ -144,26 +144,6 @@ class ModelServers:
         if server.capacity == 0:
             return server.in_flight
         return int(await self.redis.zcard(server.slots_key))
-
-    async def _publish_down(self) -> None:
-        """Write the down mark of every server refused since the last call: a key that
-        expires when this process's mark does. Best effort: without Redis, this process still
-        knows."""
-        if not self._unpublished:
-            return
-        servers, self._unpublished = list(self._unpublished.values()), {}
-        now, wall = time.monotonic(), time.time()
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for server in servers:
-                    left_ms = int((server.down_until - now) * 1000)
-                    if left_ms > 0:
-                        since = wall - (DOWN_SECONDS - left_ms / 1000)
-                        mark = json.dumps({"reason": "connection_refused", "at": round(since, 3)})
-                        pipe.psetex(server.down_key, left_ms, mark)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            logger.warning("model_server_down_mark_failed", error=type(exc).__name__)
 
     async def _look(self, servers: list[ModelServer]) -> tuple[dict[str, float], dict[str, float]]:
         """Seconds each server stays down (0: healthy; this process's mark or any worker's

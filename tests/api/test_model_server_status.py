@@ -53,7 +53,7 @@ async def test_readiness_and_metrics_show_each_servers_slots_and_health(
         assert held.server is a
         refused = await worker.take("ollama", skip=frozenset({a.url, c.url}))
         assert refused is not None
-        worker.refused(refused.server)
+        await worker.refused(refused.server)
         await worker.give_back(refused)
         # A lease that ran out (its worker died) is no call in flight.
         await redis.zadd(slots_key(queue, "ollama", a.url), {"dead-worker": 1})

@@ -88,7 +88,7 @@ async def test_a_refused_server_is_set_aside_then_tried_again(
     monkeypatch.setattr(model_servers.time, "monotonic", lambda: clock[0])
     servers = _servers(redis, 0, 0)
     a, b = servers.by_provider["ollama"]
-    servers.refused(a)
+    await servers.refused(a)
     for _ in range(3):
         slot = await servers.take("ollama")
         assert slot is not None
@@ -105,9 +105,9 @@ async def test_when_every_server_is_down_the_one_refused_longest_ago_is_tried(
 ) -> None:
     servers = _servers(redis, 0, 0)
     a, b = servers.by_provider["ollama"]
-    servers.refused(b)
+    await servers.refused(b)
     await asyncio.sleep(0.01)
-    servers.refused(a)
+    await servers.refused(a)
     slot = await servers.take("ollama")
     assert slot is not None
     assert slot.server is b
@@ -121,7 +121,7 @@ async def _refuse(servers: ModelServers, url: str) -> None:
     )
     assert slot is not None
     assert slot.server is server
-    servers.refused(server)
+    await servers.refused(server)
     await servers.give_back(slot)
 
 
@@ -184,7 +184,7 @@ async def test_without_redis_servers_without_a_capacity_are_still_chosen() -> No
     try:
         servers = _servers(unreachable, 0, 0)
         a, b = servers.by_provider["ollama"]
-        servers.refused(a)  # its mark cannot be written: this process still knows
+        await servers.refused(a)  # its mark cannot be written: this process still knows
         slot = await servers.take("ollama")
         assert slot is not None
         assert slot.server is b
@@ -239,7 +239,7 @@ async def test_each_server_shows_its_capacity_calls_refusals_and_waits_in_metric
     slot = await servers.take("ollama")
     assert slot is not None
     assert await servers.take("ollama") is None
-    servers.refused(slot.server)
+    await servers.refused(slot.server)
 
     def value(name: str, **labels: str) -> float | None:
         return metrics.registry.get_sample_value(name, labels)
