@@ -11,13 +11,11 @@ from loguru import logger
 from api.auth import require_admin
 from api.errors import error_responses, register_error_handlers
 from api.limits import SubmissionLimiter
+from api.middleware.edge import EdgeMiddleware
 from api.middleware.errors import UnhandledErrorMiddleware
 from api.middleware.hot_routes import HotRoutesMiddleware
 from api.middleware.http_methods import HttpMethodsMiddleware
-from api.middleware.metrics import MetricsMiddleware
-from api.middleware.request_id import RequestIdMiddleware
 from api.middleware.request_limits import RequestLimitsMiddleware
-from api.middleware.security_headers import SecurityHeadersMiddleware
 from api.openapi import install_openapi
 from api.routes import (
     conversation_events,
@@ -37,7 +35,7 @@ from shared.metrics import create_metrics
 from shared.queue import create_queue_pool
 from shared.settings import Exposure, Settings, SettingsError, get_settings
 from shared.telemetry import (
-    fastapi_telemetry,
+    FASTAPI_TELEMETRY_OFF,
     instrument_redis,
     instrument_sqlalchemy,
     setup_telemetry,
@@ -100,8 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         # Any route can fail unexpectedly; the body then is the same error contract.
         responses=error_responses(500),
-        # Probes and scrapes would be most of the traces and say nothing: not traced.
-        telemetry=fastapi_telemetry(tracer_provider),
+        # The edge layer makes the server span (api/middleware/server_span.py).
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     app.state.metrics = create_metrics()
     register_error_handlers(app)
@@ -115,16 +113,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     install_openapi(app, settings)
     app.add_middleware(HttpMethodsMiddleware, router=app.router)
-    # Outside the methods' layer: the routes it serves never answer OPTIONS, HEAD or 405.
-    app.add_middleware(HotRoutesMiddleware, fastapi_app=app)
     app.add_middleware(UnhandledErrorMiddleware)
-    app.add_middleware(
-        RequestLimitsMiddleware,
-        max_body_bytes=settings.MAX_REQUEST_BODY_BYTES,
-        max_header_bytes=settings.MAX_HEADER_BYTES,
-    )
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(SecurityHeadersMiddleware)
+    limits = {
+        "max_body_bytes": settings.MAX_REQUEST_BODY_BYTES,
+        "max_header_bytes": settings.MAX_HEADER_BYTES,
+    }
+    app.add_middleware(RequestLimitsMiddleware, **limits)
+    # Right inside the edge: the hot routes' plain cases skip every layer above (they apply
+    # the limits and the exception handlers themselves).
+    app.add_middleware(HotRoutesMiddleware, fastapi_app=app, **limits)
     # Added last, so outermost: every log line of the request carries its id.
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(EdgeMiddleware, metrics=app.state.metrics, tracer_provider=tracer_provider)
     return app

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import greenlet_spawn
 
+from shared.detail_spans import DeferringTracer
 from shared.logs import redact_prompt
 from shared.settings import Settings
 
@@ -196,7 +197,8 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[DriverConnecti
         await greenlet_spawn(pooled.close)
 
 
-_tracer = trace.get_tracer("ai_eng_api.db")
+# Inside an API request its spans are kept only if the request was slow or failed.
+_tracer = DeferringTracer(trace.get_tracer("ai_eng_api.db"))
 
 
 def statement_span(operation: str, table: str) -> AbstractContextManager[Span]:

@@ -104,7 +104,11 @@ def redact_prompt(text: str, settings: Settings) -> str:
 
 
 def _add_context(record: Record) -> None:
-    extra = record["extra"]
+    _add_ids(record["extra"])
+    record["extra"].setdefault(_LOGGER_KEY, record["name"])
+
+
+def _add_ids(extra: dict[str, Any]) -> None:
     # Ids bound explicitly with `logger.bind` are more specific than the ambient ones.
     for key, value in _context.get():
         extra.setdefault(key, value)
@@ -112,7 +116,6 @@ def _add_context(record: Record) -> None:
     if span_context.is_valid:
         extra.setdefault("trace_id", format(span_context.trace_id, "032x"))
         extra.setdefault("span_id", format(span_context.span_id, "016x"))
-    extra.setdefault(_LOGGER_KEY, record["name"])
 
 
 def _utc_timestamp(moment: datetime) -> str:
@@ -120,32 +123,89 @@ def _utc_timestamp(moment: datetime) -> str:
 
 
 class _JsonSink:
-    """Writes each record as one JSON object on one line."""
+    """Writes each record as one JSON object on one line (a stream to loguru: `write` takes
+    its message, `stop` is called when the sink is removed)."""
 
-    def __init__(self, stream: TextIO, static: Mapping[str, str]) -> None:
+    def __init__(self, stream: TextIO, static: Mapping[str, str], level_no: int) -> None:
         self._stream = stream
         self._static = static
+        self.level_no = level_no
 
-    def __call__(self, message: Message) -> None:
+    def write(self, message: Message) -> None:
         record = message.record
         extra = dict(record["extra"])
+        error = record["exception"]
+        self.line(
+            _utc_timestamp(record["time"]),
+            record["level"].name,
+            record["message"],
+            str(extra.pop(_LOGGER_KEY, None) or record["name"]),
+            extra,
+            None
+            if error is None
+            else "".join(traceback.format_exception(error.type, error.value, error.traceback)),
+        )
+
+    def line(
+        self,
+        timestamp: str,
+        level: str,
+        message: str,
+        logger_name: str,
+        extra: dict[str, Any],
+        exception: str | None = None,
+    ) -> None:
         payload: dict[str, Any] = {
-            "timestamp": _utc_timestamp(record["time"]),
-            "level": record["level"].name,
-            "message": record["message"],
-            "logger": extra.pop(_LOGGER_KEY, None) or record["name"],
+            "timestamp": timestamp,
+            "level": level,
+            "message": message,
+            "logger": logger_name,
             **self._static,
         }
         for key in ID_KEYS:
             payload[key] = extra.pop(key, None)
         payload["extra"] = extra
-        if record["exception"] is not None:
-            error = record["exception"]
-            payload["exception"] = "".join(
-                traceback.format_exception(error.type, error.value, error.traceback)
-            )
+        if exception is not None:
+            payload["exception"] = exception
         self._stream.write(json.dumps(payload, default=str, ensure_ascii=False) + "\n")
         self._stream.flush()
+
+    def stop(self) -> None:
+        global _json_sink
+        if _json_sink is self:
+            _json_sink = None
+
+
+# The JSON sink while it is loguru's (see `log_line`).
+_json_sink: _JsonSink | None = None
+_LEVEL_NUMBERS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def log_line(
+    level: str,
+    message: str,
+    *,
+    logger_name: str,
+    exception: BaseException | None = None,
+    **fields: Any,
+) -> None:
+    """Log one line from a path every request takes (the API's access line).
+
+    With the JSON format it is written straight to the sink: the same line, fields and ids
+    that `logger.log` would write, without loguru's record (a frame lookup, thread and process
+    objects, per-handler formatting), which costs more than the rest of a cheap request's
+    logging. A line with a traceback, any other format, or a sink since removed goes through
+    loguru as any line.
+    """
+    sink = _json_sink
+    if sink is None or exception is not None:
+        bound = logger.bind(**{_LOGGER_KEY: logger_name})
+        bound.opt(exception=exception).log(level, message, **fields)
+        return
+    if _LEVEL_NUMBERS[level] < sink.level_no:
+        return
+    _add_ids(fields)
+    sink.line(_utc_timestamp(datetime.now(UTC)), level, message, logger_name, fields)
 
 
 def _human_format(record: Record) -> str:
@@ -211,6 +271,7 @@ def configure_logging(
 
     Safe to call again: sinks and handlers are replaced, not added. `stream` is for tests.
     """
+    global _json_sink
     out = stream if stream is not None else sys.stdout
     level = settings.LOG_LEVEL.upper()
     logger.remove()
@@ -223,13 +284,8 @@ def configure_logging(
             "environment": settings.ENVIRONMENT.value,
             "instance": instance_id(),
         }
-        logger.add(
-            _JsonSink(out, static),
-            level=level,
-            format="{message}",
-            backtrace=False,
-            diagnose=False,
-        )
+        _json_sink = _JsonSink(out, static, logger.level(level).no)
+        logger.add(_json_sink, level=level, format="{message}", backtrace=False, diagnose=False)
     else:
         logger.add(
             out, level=level, format=_human_format, colorize=None, backtrace=False, diagnose=False

@@ -167,6 +167,9 @@ class Settings(BaseSettings):
 
     OTEL_EXPORTER_OTLP_ENDPOINT: str | None = None
     OTEL_TRACES_FILE: str | None = None
+    # An API request's client spans (SQL, Redis, HTTP) are exported when it failed or took at
+    # least this long (0: always); its server span and its own spans always are.
+    TRACE_DETAIL_MIN_MS: Annotated[int, Field(ge=0)] = 250
 
     @model_validator(mode="after")
     def _timeouts_nest(self) -> Settings:

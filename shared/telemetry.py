@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import Attributes
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.detail_spans import DeferringTracerProvider
 from shared.logs import instance_id
 from shared.settings import Settings
 
@@ -221,26 +222,16 @@ def setup_telemetry(
     return Telemetry(tracer_provider=provider, exporters=tuple(exporters))
 
 
-def fastapi_telemetry(tracer_provider: TracerProvider) -> TelemetryConfig:
-    """FastAPI's own instrumentation: one server span per request, named by route template
-    (`GET /conversations/{conversation_id}`), the caller's `traceparent` continued; probes and
-    scrapes are skipped. Its metrics and logs are off (Prometheus and loguru have them), and
-    so are its per-dependency spans. It knows the matched route from the router, where a
-    middleware would have to match every route again on each request."""
-    return {
-        "tracer_provider": tracer_provider,
-        "tracing": True,
-        "metrics": False,
-        "logs": False,
-        "operation_spans": False,
-        "auto_configure": False,
-        "exclude": _untraced,
-    }
-
-
-def _untraced(scope: MutableMapping[str, Any]) -> bool:
-    path = scope.get("path", "")
-    return isinstance(path, str) and (path.startswith("/health/") or path == "/metrics")
+# FastAPI's own instrumentation, off: the API's edge layer makes the server span, in the layer
+# that already times and logs the request (FastAPI's would add a layer and walk the middleware
+# stack on every request).
+FASTAPI_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
 
 
 def instrument_sqlalchemy(engine: AsyncEngine, tracer_provider: TracerProvider) -> None:
@@ -252,7 +243,9 @@ def instrument_sqlalchemy(engine: AsyncEngine, tracer_provider: TracerProvider) 
     instrumentor = SQLAlchemyInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-    instrumentor.instrument(engine=engine.sync_engine, tracer_provider=tracer_provider)
+    instrumentor.instrument(
+        engine=engine.sync_engine, tracer_provider=DeferringTracerProvider(tracer_provider)
+    )
 
 
 def instrument_httpx(client: AsyncClient, tracer_provider: TracerProvider) -> None:
@@ -269,7 +262,7 @@ def instrument_redis(tracer_provider: TracerProvider) -> None:
     instrumentor = RedisInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-    instrumentor.instrument(tracer_provider=tracer_provider)
+    instrumentor.instrument(tracer_provider=DeferringTracerProvider(tracer_provider))
 
 
 def inject_trace_context() -> dict[str, str]:

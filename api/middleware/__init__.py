@@ -1,6 +1,3 @@
-"""Pure ASGI middleware of the API: request ids with access logs, and HTTP metrics."""
-
-from api.middleware.metrics import MetricsMiddleware, route_template
-from api.middleware.request_id import REQUEST_ID_HEADER, RequestIdMiddleware
-
-__all__ = ["REQUEST_ID_HEADER", "MetricsMiddleware", "RequestIdMiddleware", "route_template"]
+"""Pure ASGI middleware of the API: the edge layer (request ids, security headers, the server
+span, metrics, the access line), the hot routes, request limits, unhandled errors and HTTP
+method semantics."""

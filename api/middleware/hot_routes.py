@@ -2,12 +2,15 @@
 solving: `POST /conversations` and `GET /conversations/{conversation_id}`.
 
 They run the same route functions with the same dependencies (called here by hand, in the
-order FastAPI would), the same exception handlers, and they label the trace span and the
-metrics with the same route. Only the plain case is taken here: a canonical UUID in the path
-and no query string for the GET; a JSON body that is valid as it stands, no `Prefer` and a
-well-formed `Idempotency-Key` (if any) for the POST. Anything else (a malformed id or body, a
-long-poll, an overridden dependency) goes on to the router as it came, its body replayed, so
-FastAPI answers it exactly as before, errors included.
+order FastAPI would), the same exception handlers, and they leave the route in the scope as
+the router does, so the span, the metrics and the access line name it the same. This layer
+sits right inside the edge layer, so it also applies the size limits itself (by handing an
+oversized request on). Only the plain case is taken here: a canonical UUID in the path and no
+query string for the GET; a JSON body that is valid as it stands, no `Prefer` and a
+well-formed `Idempotency-Key` (if any) for the POST; headers and body within the limits.
+Anything else (a malformed id or body, a long-poll, an overridden dependency) goes on to the
+rest of the stack as it came, its body replayed, so it is answered exactly as before, errors
+included.
 """
 
 from __future__ import annotations
@@ -17,18 +20,18 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from fastapi.telemetry._api import _route_selected  # names the span after the route
 from pydantic import ValidationError
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import _bearer, authenticate
 from api.deps import get_engine, get_submissions
+from api.middleware.request_limits import declared_length, header_bytes
 from api.routes import conversations
 from shared.schemas.conversations import ConversationCreate
 
@@ -49,6 +52,7 @@ _PREFER = b"prefer"
 _SUBMISSION = "api.hot_routes.submission"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,49 +91,63 @@ def _replaying(messages: list[Message], receive: Receive) -> Receive:
 class HotRoutesMiddleware:
     """Serves the plain cases of the two hot routes; passes everything else on."""
 
-    def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
+    def __init__(
+        self, app: ASGIApp, *, fastapi_app: FastAPI, max_body_bytes: int, max_header_bytes: int
+    ) -> None:
         self.app = app
         self.fastapi_app = fastapi_app
+        self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
         self.create_route = _route(_PREFIX, "POST")
         self.read_route = _route(_ITEM, "GET")
-        # The app's handlers as its own ExceptionMiddleware has them (500 and Exception are
-        # the outer layers' to answer).
-        handlers = {
-            key: handler
-            for key, handler in fastapi_app.exception_handlers.items()
-            if key not in (500, Exception)
-        }
-        self.read_app = ExceptionMiddleware(_answering(_read_endpoint), handlers=handlers)
-        self.create_app = ExceptionMiddleware(_answering(_create_endpoint), handlers=handlers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
             and not self.fastapi_app.dependency_overrides
             and not scope.get("root_path")
+            and header_bytes(scope) <= self.max_header_bytes
         ):
             method, path = scope["method"], scope["path"]
             if method == "GET" and path.startswith(_PREFIX + "/") and not scope["query_string"]:
                 conversation_id = path[len(_PREFIX) + 1 :]
                 if _CANONICAL_ID.fullmatch(conversation_id):
-                    await self._read(scope, receive, send, conversation_id)
+                    self._select(scope, self.read_route, {"conversation_id": conversation_id})
+                    await self._answer(_read_endpoint, scope, receive, send)
                     return
             elif method == "POST" and path == _PREFIX:
                 await self._create(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    async def _read(self, scope: Scope, receive: Receive, send: Send, raw_id: str) -> None:
-        self._select(scope, self.read_route, {"conversation_id": raw_id})
-        await self.read_app(scope, receive, send)
+    async def _answer(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        """The endpoint's response, or the app's handler's for what it raised (the one for
+        `Exception` included: logged, and the 500 of the error contract)."""
+        request = Request(scope, receive, send)
+        try:
+            response = await endpoint(request)
+        except Exception as exc:
+            response = await self._handler(exc)(request, exc)
+        await response(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> Handler:
+        """The app's handler for this exception, by its class's method resolution order (as
+        Starlette's exception middleware finds it)."""
+        handlers = self.fastapi_app.exception_handlers
+        for cls in type(exc).__mro__:
+            if cls in handlers:
+                return cast(Handler, handlers[cls])  # the app's are all async
+        raise LookupError("no handler for Exception")  # the app registers one
 
     async def _create(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = _header(scope, _CONTENT_TYPE)
         key = _header(scope, _IDEMPOTENCY_HEADER)
         idempotency_key = None if key is None else key.decode("latin-1")
+        declared = declared_length(scope)
         if (
             content_type is None
             or content_type.decode("latin-1").lower() != _JSON
+            or (declared is not None and declared > self.max_body_bytes)
             or _header(scope, _PREFER) is not None
             or (idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key))
         ):
@@ -142,19 +160,24 @@ class HotRoutesMiddleware:
             return
         scope[_SUBMISSION] = _Submission(data, idempotency_key)
         self._select(scope, self.create_route, {})
-        await self.create_app(scope, _replaying(messages, receive), send)
+        await self._answer(_create_endpoint, scope, _replaying(messages, receive), send)
 
-    @staticmethod
-    async def _read_body(receive: Receive) -> tuple[list[Message], bytes | None]:
-        """Every message of the body, and the body (None: the client went away meanwhile)."""
+    async def _read_body(self, receive: Receive) -> tuple[list[Message], bytes | None]:
+        """The messages read, and the body: None if the client went away meanwhile or the
+        body passed the limit (the rest of the stack answers that, reading on)."""
         messages: list[Message] = []
         chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 return messages, None
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return messages, None
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 return messages, b"".join(chunks)
 
@@ -168,20 +191,11 @@ class HotRoutesMiddleware:
 
     @staticmethod
     def _select(scope: Scope, route: APIRoute, path_params: dict[str, str]) -> None:
-        """What the router records of the route it matched: in the scope (the metrics label
-        requests by it) and on the request's span (its name and `http.route`)."""
+        """What the router records of the route it matched, in the scope (the span, the
+        metrics and the access line name the request by it)."""
         scope["route"] = route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = path_params
-        _route_selected(scope=scope, path=route.path_format)
-
-
-def _answering(endpoint: Endpoint) -> ASGIApp:
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        response = await endpoint(Request(scope, receive, send))
-        await response(scope, receive, send)
-
-    return app
 
 
 async def _read_endpoint(request: Request) -> Response:

@@ -25,8 +25,13 @@ class _BodyTooLargeError(Exception):
     """Raised into the app by `receive` when the body passes the limit."""
 
 
-def _declared_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
+def header_bytes(scope: Scope) -> int:
+    """The size of the request's headers: names and values, in bytes."""
+    return sum(len(name) + len(value) for name, value in scope["headers"])
+
+
+def declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
         if name.lower() == _CONTENT_LENGTH:
             try:
                 return int(value)
@@ -45,8 +50,7 @@ class RequestLimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header_bytes = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
-        if header_bytes > self.max_header_bytes:
+        if header_bytes(scope) > self.max_header_bytes:
             response = error_response(
                 431,
                 "Request headers too large",
@@ -55,7 +59,7 @@ class RequestLimitsMiddleware:
             )
             await response(scope, receive, send)
             return
-        declared = _declared_length(scope)
+        declared = declared_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             await self._too_large(scope, receive, send)
             return

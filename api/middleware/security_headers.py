@@ -7,7 +7,7 @@ belongs to the TLS terminator in front of the API, which knows the scheme client
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from collections.abc import Iterable
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
@@ -18,21 +18,21 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 _NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers} & _NAMES
-                headers.extend(pair for pair in SECURITY_HEADERS if pair[0] not in present)
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def with_edge_headers(
+    headers: Iterable[tuple[bytes, bytes]], request_id: tuple[bytes, bytes]
+) -> list[tuple[bytes, bytes]]:
+    """A response's headers with exactly one request id (ours) and every security header a
+    route did not set itself."""
+    merged = []
+    present = set()
+    request_id_key = request_id[0]
+    for name, value in headers:
+        lower = name.lower()
+        if lower == request_id_key:
+            continue
+        if lower in _NAMES:
+            present.add(lower)
+        merged.append((name, value))
+    merged.append(request_id)
+    merged.extend(pair for pair in SECURITY_HEADERS if pair[0] not in present)
+    return merged

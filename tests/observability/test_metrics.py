@@ -7,8 +7,9 @@ import asyncio
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 
-from api.middleware.metrics import MetricsMiddleware
+from api.middleware.edge import EdgeMiddleware
 from shared.metrics import Metrics, create_metrics, render_metrics
 from tests.support.auth import ADMIN_HEADERS
 from worker.metrics_server import start_metrics_server
@@ -80,7 +81,7 @@ def app(metrics: Metrics) -> FastAPI:
         return {"id": item_id}
 
     app.include_router(router)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(EdgeMiddleware, metrics=metrics, tracer_provider=TracerProvider())
     return app
 
 

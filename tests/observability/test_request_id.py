@@ -10,9 +10,11 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from loguru import logger
+from opentelemetry.sdk.trace import TracerProvider
 
-from api.middleware.request_id import RequestIdMiddleware
+from api.middleware.edge import EdgeMiddleware
 from shared.logs import log_context
+from shared.metrics import create_metrics
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.log_capture import LogCapture, captured_logging
 
@@ -41,7 +43,11 @@ def _app() -> FastAPI:
     async def boom() -> None:
         raise RuntimeError("bug in handler")
 
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        EdgeMiddleware,
+        metrics=create_metrics(process_metrics=False),
+        tracer_provider=TracerProvider(),
+    )
     return app
 
 

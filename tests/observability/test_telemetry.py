@@ -19,13 +19,15 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from api.middleware.edge import EdgeMiddleware
+from shared.metrics import create_metrics
 from shared.telemetry import (
+    FASTAPI_TELEMETRY_OFF,
     JsonLinesSpanExporter,
     Telemetry,
     _otlp_traces_endpoint,
     current_trace_id,
     extract_trace_context,
-    fastapi_telemetry,
     inject_trace_context,
     instrument_httpx,
     instrument_redis,
@@ -223,14 +225,16 @@ async def test_instrumented_redis_traces_commands_only_under_a_parent(
     assert spans[0].parent.span_id == spans[1].context.span_id
 
 
-async def test_fastapi_spans_use_route_templates_and_skip_probes(
-    telemetry: Telemetry, exporter: InMemorySpanExporter
-) -> None:
-    app = FastAPI(telemetry=fastapi_telemetry(telemetry.tracer_provider))
+def _edge_app(telemetry: Telemetry) -> FastAPI:
+    app = FastAPI(telemetry=FASTAPI_TELEMETRY_OFF)
 
     @app.get("/conversations/{conversation_id}")
     async def read(conversation_id: str) -> dict[str, str | None]:
         return {"id": conversation_id, "trace_id": current_trace_id()}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("bug")
 
     @app.get("/health/live")
     async def live() -> dict[str, str]:
@@ -240,11 +244,22 @@ async def test_fastapi_spans_use_route_templates_and_skip_probes(
     async def metrics() -> str:
         return ""
 
-    transport = httpx.ASGITransport(app=app)
+    app.add_middleware(
+        EdgeMiddleware,
+        metrics=create_metrics(process_metrics=False),
+        tracer_provider=telemetry.tracer_provider,
+    )
+    return app
+
+
+async def test_server_spans_use_route_templates_and_skip_probes(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    transport = httpx.ASGITransport(app=_edge_app(telemetry))
     async with httpx.AsyncClient(
         transport=transport, base_url="http://api", headers=ADMIN_HEADERS
     ) as client:
-        body = (await client.get("/conversations/abc")).json()
+        body = (await client.get("/conversations/abc?x=1")).json()
         await client.get("/health/live")
         await client.get("/metrics")
 
@@ -252,6 +267,41 @@ async def test_fastapi_spans_use_route_templates_and_skip_probes(
     assert span.name == "GET /conversations/{conversation_id}"
     assert span.kind is SpanKind.SERVER
     assert body["trace_id"] == format(span.context.trace_id, "032x")
+    assert span.parent is None
+    assert span.attributes is not None
+    assert span.attributes["http.route"] == "/conversations/{conversation_id}"
+    assert span.attributes["http.request.method"] == "GET"
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["url.path"] == "/conversations/abc"
+    assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_server_span_continues_the_callers_trace_and_marks_failures(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    transport = httpx.ASGITransport(app=_edge_app(telemetry), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        traceparent = f"00-{caller_trace}-{caller_span}-01"
+        response = await client.get("/boom", headers={"traceparent": traceparent})
+        unmatched = await client.get("/nowhere")
+    assert response.status_code == 500
+    assert unmatched.status_code == 404
+
+    failed, not_found = exporter.get_finished_spans()
+    assert format(failed.context.trace_id, "032x") == caller_trace
+    assert failed.parent is not None
+    assert format(failed.parent.span_id, "016x") == caller_span
+    assert failed.name == "GET /boom"
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes is not None
+    assert failed.attributes["error.type"] == "RuntimeError"
+    # No route matched: the method alone names it, never the raw path.
+    assert not_found.name == "GET"
+    assert not_found.attributes is not None
+    assert "http.route" not in not_found.attributes
+    assert not_found.attributes["http.response.status_code"] == 404
+    assert not_found.status.status_code is StatusCode.UNSET
 
 
 async def test_httpx_client_spans_carry_traceparent(
