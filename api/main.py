@@ -123,5 +123,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the limits and the exception handlers themselves).
     app.add_middleware(HotRoutesMiddleware, fastapi_app=app, **limits)
     # Added last, so outermost: every log line of the request carries its id.
-    app.add_middleware(EdgeMiddleware, metrics=app.state.metrics, tracer_provider=tracer_provider)
+    app.add_middleware(
+        EdgeMiddleware,
+        metrics=app.state.metrics,
+        tracer_provider=tracer_provider,
+        detail_min_ms=settings.TRACE_DETAIL_MIN_MS,
+    )
     return app

@@ -35,7 +35,7 @@ class EdgeMiddleware:
         *,
         metrics: Metrics,
         tracer_provider: TracerProvider,
-        detail_min_ms: int = 0,
+        detail_min_ms: int,
     ) -> None:
         self.app = app
         self.metrics = RequestMetrics(metrics)

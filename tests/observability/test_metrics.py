@@ -81,7 +81,9 @@ def app(metrics: Metrics) -> FastAPI:
         return {"id": item_id}
 
     app.include_router(router)
-    app.add_middleware(EdgeMiddleware, metrics=metrics, tracer_provider=TracerProvider())
+    app.add_middleware(
+        EdgeMiddleware, metrics=metrics, tracer_provider=TracerProvider(), detail_min_ms=0
+    )
     return app
 
 

@@ -47,6 +47,7 @@ def _app() -> FastAPI:
         EdgeMiddleware,
         metrics=create_metrics(process_metrics=False),
         tracer_provider=TracerProvider(),
+        detail_min_ms=0,
     )
     return app
 

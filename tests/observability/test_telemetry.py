@@ -248,6 +248,7 @@ def _edge_app(telemetry: Telemetry) -> FastAPI:
         EdgeMiddleware,
         metrics=create_metrics(process_metrics=False),
         tracer_provider=telemetry.tracer_provider,
+        detail_min_ms=0,
     )
     return app
 
