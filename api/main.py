@@ -27,6 +27,7 @@ from api.routes import (
     users,
     webhooks,
 )
+from api.service_app import ServiceApp
 from api.submission import Submissions
 from shared.db import create_engine, create_session_factory
 from shared.llm.registry import served_providers
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             telemetry.shutdown()
             logger.info("api_stopped")
 
-    app = FastAPI(
+    app = ServiceApp(
         title="ai-eng-api",
         summary="Submit prompts, let workers answer them, poll for the result.",
         version="0.1.0",
@@ -119,14 +120,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "max_header_bytes": settings.MAX_HEADER_BYTES,
     }
     app.add_middleware(RequestLimitsMiddleware, **limits)
-    # Right inside the edge: the hot routes' plain cases skip every layer above (they apply
-    # the limits and the exception handlers themselves).
-    app.add_middleware(HotRoutesMiddleware, fastapi_app=app, **limits)
-    # Added last, so outermost: every log line of the request carries its id.
-    app.add_middleware(
-        EdgeMiddleware,
-        metrics=app.state.metrics,
-        tracer_provider=tracer_provider,
-        detail_min_ms=settings.TRACE_DETAIL_MIN_MS,
+    # Outside FastAPI's own layers (api/service_app.py): the hot routes' plain cases skip every
+    # layer but the edge (they apply the limits and the exception handlers themselves), and the
+    # edge, outermost, gives every log line of the request its id.
+    app.add_outer_layer(lambda inner: HotRoutesMiddleware(inner, fastapi_app=app, **limits))
+    app.add_outer_layer(
+        lambda inner: EdgeMiddleware(
+            inner,
+            metrics=app.state.metrics,
+            tracer_provider=tracer_provider,
+            detail_min_ms=settings.TRACE_DETAIL_MIN_MS,
+        )
     )
     return app

@@ -115,7 +115,6 @@ async def publish(
     """Send the job. When Redis cannot take it the row stays committed as `pending` and the
     worker's sweeper queues it later, so the client's 202 stays true. Returns whether the job
     reached Redis."""
-    log = logger.bind(conversation_id=str(conversation_id))
     with _tracer.start_as_current_span(
         f"{GENERATE_CONVERSATION} publish",
         kind=SpanKind.PRODUCER,
@@ -135,8 +134,13 @@ async def publish(
         except (RedisError, OSError, TimeoutError) as exc:
             span.set_status(Status(StatusCode.ERROR, "enqueue failed"))
             span.set_attribute("error.type", type(exc).__name__)
-            log.warning("enqueue_failed", error=type(exc).__name__)
+            logger.warning(
+                "enqueue_failed", conversation_id=str(conversation_id), error=type(exc).__name__
+            )
             return False
     # Debug: the request's own access line already says it was accepted.
-    log.debug("conversation_enqueued" if queued else "conversation_already_queued")
+    logger.debug(
+        "conversation_enqueued" if queued else "conversation_already_queued",
+        conversation_id=str(conversation_id),
+    )
     return True

@@ -71,7 +71,7 @@ class bind_context:  # noqa: N801  # used as a function: `with bind_context(requ
         current = _context.get()
         if not current and None not in self._ids.values():
             # The common case, a request's or a job's first ids: nothing to merge.
-            self._token = _context.set(tuple((k, str(v)) for k, v in self._ids.items()))
+            self._token = _context.set(tuple([(k, str(v)) for k, v in self._ids.items()]))
             return
         merged = dict(current)
         for key, value in self._ids.items():

@@ -15,9 +15,13 @@ from arq.constants import (
     result_key_prefix,
 )
 from arq.utils import timestamp_ms
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from shared.detail_spans import DeferringTracer
 from shared.job_contract import (
     GENERATE_CONVERSATION,
     GenerationJob,
@@ -196,6 +200,10 @@ return 1
 # Made once: its SHA-1 is computed here, not on every enqueue. EVALSHA, falling back to EVAL
 # the first time a server sees the script.
 _ENQUEUE_SCRIPT = AsyncScript(None, _ENQUEUE.encode())  # type: ignore[arg-type]  # bytes: no client needed
+# The enqueue's span is made here, not by the redis instrumentation, which would format all of
+# the script's keys and arguments (the job body among them) into a statement on every call.
+_tracer = DeferringTracer(trace.get_tracer("ai_eng_api.queue"))
+_ENQUEUE_SPAN_ATTRIBUTES = {"db.system.name": "redis", "db.operation.name": "EVALSHA"}
 
 
 async def enqueue_generation(
@@ -238,28 +246,33 @@ async def enqueue_job(
     # Beside arq's fields, which it ignores: what ranks the job again after a deferral, and the
     # capacity it waits for.
     body.update({"fl": place.flow, "c": place.cost, "p": place.provider})
-    queued = await _ENQUEUE_SCRIPT(
-        keys=[
-            job_key_prefix + job_id,
-            result_key_prefix + job_id,
-            queue_name,
-            wake_channel(queue_name),
-            in_progress_key_prefix + job_id,
-            fair_clock(queue_name),
-            fair_flows(queue_name),
-            waiting_counts(queue_name),
-        ],
-        args=[
-            defer_ms + expires_extra_ms,
-            serialize_job(body),
-            job_id,
-            now_ms,
-            defer_ms,
-            place.flow or "",
-            place.cost,
-        ],
-        client=redis,
-    )
+    # Named and attributed as the redis instrumentation would (after it starts): one without
+    # a parent (a sweeper's) is dropped like any root redis span (`DropRootRedisSampler`).
+    with _tracer.start_as_current_span("EVALSHA", kind=SpanKind.CLIENT) as span:
+        span.set_attributes(_ENQUEUE_SPAN_ATTRIBUTES)
+        with suppress_instrumentation():
+            queued = await _ENQUEUE_SCRIPT(
+                keys=[
+                    job_key_prefix + job_id,
+                    result_key_prefix + job_id,
+                    queue_name,
+                    wake_channel(queue_name),
+                    in_progress_key_prefix + job_id,
+                    fair_clock(queue_name),
+                    fair_flows(queue_name),
+                    waiting_counts(queue_name),
+                ],
+                args=[
+                    defer_ms + expires_extra_ms,
+                    serialize_job(body),
+                    job_id,
+                    now_ms,
+                    defer_ms,
+                    place.flow or "",
+                    place.cost,
+                ],
+                client=redis,
+            )
     return bool(queued)
 
 

@@ -46,6 +46,8 @@ def stack_env(settings: Settings, llm_url: str, workdir: Path, **extra: str) -> 
         "LOG_FORMAT": "JSON",
         "LOG_LEVEL": "INFO",
         "OTEL_TRACES_FILE": str(workdir / "spans.jsonl"),
+        # The traces the tests read keep every span, fast requests' client spans too.
+        "TRACE_DETAIL_MIN_MS": "0",
         "ENVIRONMENT": "DEV",
         "ADMIN_API_KEY": ADMIN_KEY,
     }
