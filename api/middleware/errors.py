@@ -1,8 +1,8 @@
 """Turns an exception no handler took into the 500 error contract, inside the request's scope.
 
-Starlette renders such errors in its outermost middleware, outside the request-id and metrics
-middleware, so that response would miss `X-Request-ID` and the metrics. Catching here, just
-inside them, gives every response the same headers and accounting.
+Starlette would render such errors in its own error middleware, as a plain-text 500. Catching
+here, inside the edge layer, answers in the error contract, and the edge layer still adds
+`X-Request-ID` and the security headers, counts it and logs it.
 """
 
 from __future__ import annotations
