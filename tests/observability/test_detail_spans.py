@@ -4,10 +4,8 @@ dropped when it was fast, and made with the times, status and parent they were n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -16,25 +14,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 from api.middleware.edge import EdgeMiddleware
 from shared.detail_spans import DeferringTracer
 from shared.metrics import create_metrics
-from shared.telemetry import FASTAPI_TELEMETRY_OFF, Telemetry, current_trace_id, setup_telemetry
-from tests.support.log_capture import make_settings
+from shared.telemetry import FASTAPI_TELEMETRY_OFF, Telemetry, current_trace_id
 
 SLOW_MS = 20
 NEVER_SLOW_MS = 600_000
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def telemetry(exporter: InMemorySpanExporter) -> Iterator[Telemetry]:
-    built = setup_telemetry(
-        make_settings(), process_name="api", span_exporter=exporter, set_global=False
-    )
-    yield built
-    built.shutdown()
 
 
 def _app(telemetry: Telemetry, detail_min_ms: int, later: list[asyncio.Task[None]]) -> FastAPI:

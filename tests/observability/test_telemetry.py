@@ -7,7 +7,6 @@ import logging
 import os
 import socket
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import fakeredis
@@ -35,20 +34,6 @@ from shared.telemetry import (
 )
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.log_capture import make_settings
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def telemetry(exporter: InMemorySpanExporter) -> Iterator[Telemetry]:
-    built = setup_telemetry(
-        make_settings(), process_name="worker", span_exporter=exporter, set_global=False
-    )
-    yield built
-    built.shutdown()
 
 
 def test_resource_names_the_process(telemetry: Telemetry, exporter: InMemorySpanExporter) -> None:
