@@ -100,7 +100,8 @@ def test_a_server_that_goes_away_leaves_its_work_to_the_others(
         wait_until(shown_down, timeout=30, what="the stopped server shown down in readiness")
         rows = stack.wait_all(ids, timeout=90)
         refusals = sum(w.log().count("model_server_refused") for w in stack.workers)
-    assert {row["status"] for row in rows.values()} == {"completed"}
+    failed = {row["error_code"]: row["error_message"] for row in rows.values() if row["error_code"]}
+    assert {row["status"] for row in rows.values()} == {"completed"}, failed
     # A refused connection sent the call to the other server within the same attempt (the
     # worker logs each such move); calls cut off when the server went away were retried.
     assert refusals >= 1
