@@ -128,6 +128,11 @@ class _Deferred(Span):
         span.end(self._end)
 
 
+# A long request (an event stream, a long-poll) reads Redis again and again: the first this many
+# of its client spans are noted, the rest are not (memory per request stays bounded).
+MAX_NOTED = 256
+
+
 class DetailSpans:
     """The client spans noted during one request, until it is known whether to keep them."""
 
@@ -140,7 +145,8 @@ class DetailSpans:
 
     def ended(self, span: _Deferred) -> None:
         if not self._decided:
-            self._noted.append(span)
+            if len(self._noted) < MAX_NOTED:
+                self._noted.append(span)
         elif self._keep:
             span.make()  # ended after its request (a task it started): as the request went
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from api.middleware.edge import EdgeMiddleware
-from shared.detail_spans import DeferringTracer
+from shared.detail_spans import MAX_NOTED, DeferringTracer
 from shared.metrics import create_metrics
 from shared.telemetry import FASTAPI_TELEMETRY_OFF, Telemetry, current_trace_id
 
@@ -42,6 +42,12 @@ def _app(telemetry: Telemetry, detail_min_ms: int, later: list[asyncio.Task[None
     async def fails() -> None:
         with tracer.start_as_current_span("SELECT thing", kind=SpanKind.CLIENT):
             raise RuntimeError("statement failed")
+
+    @app.get("/many")
+    async def many() -> None:
+        for _ in range(MAX_NOTED + 10):
+            statement().end()
+        raise RuntimeError("kept")
 
     @app.get("/outlives")
     async def outlives() -> None:
@@ -140,3 +146,10 @@ def test_outside_a_request_spans_are_made_at_once(
     ):
         assert span.get_span_context().span_id != 0
     assert _names(exporter) == ["UPDATE thing", "job"]
+
+
+async def test_a_long_request_keeps_a_bounded_number_of_client_spans(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    await _get(_app(telemetry, 0, []), "/many")
+    assert _names(exporter).count("SELECT thing") == MAX_NOTED
