@@ -35,12 +35,7 @@ from shared.logs import configure_logging
 from shared.metrics import create_metrics
 from shared.queue import create_queue_pool
 from shared.settings import Exposure, Settings, SettingsError, get_settings
-from shared.telemetry import (
-    FASTAPI_TELEMETRY_OFF,
-    instrument_redis,
-    instrument_sqlalchemy,
-    setup_telemetry,
-)
+from shared.telemetry import instrument_redis, instrument_sqlalchemy, setup_telemetry
 
 PROCESS_NAME = "api"
 
@@ -99,8 +94,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         # Any route can fail unexpectedly; the body then is the same error contract.
         responses=error_responses(500),
-        # The edge layer makes the server span (api/middleware/server_span.py).
-        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     app.state.metrics = create_metrics()
     register_error_handlers(app)

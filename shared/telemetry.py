@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi.telemetry import TelemetryConfig
 from httpx import AsyncClient
 from loguru import logger
 from opentelemetry import trace
@@ -220,18 +219,6 @@ def setup_telemetry(
         exporters=[type(exporter).__name__ for exporter in exporters],
     )
     return Telemetry(tracer_provider=provider, exporters=tuple(exporters))
-
-
-# FastAPI's own instrumentation, off: the API's edge layer makes the server span, in the layer
-# that already times and logs the request (FastAPI's would add a layer and walk the middleware
-# stack on every request).
-FASTAPI_TELEMETRY_OFF: TelemetryConfig = {
-    "tracing": False,
-    "metrics": False,
-    "logs": False,
-    "operation_spans": False,
-    "auto_configure": False,
-}
 
 
 def instrument_sqlalchemy(engine: AsyncEngine, tracer_provider: TracerProvider) -> None:

@@ -106,19 +106,21 @@ class HotRoutesMiddleware:
             scope["type"] == "http"
             and not self.fastapi_app.dependency_overrides
             and not scope.get("root_path")
-            and header_bytes(scope) <= self.max_header_bytes
         ):
             method, path = scope["method"], scope["path"]
             if method == "GET" and path.startswith(_PREFIX + "/") and not scope["query_string"]:
                 conversation_id = path[len(_PREFIX) + 1 :]
-                if _CANONICAL_ID.fullmatch(conversation_id):
+                if _CANONICAL_ID.fullmatch(conversation_id) and self._headers_fit(scope):
                     self._select(scope, self.read_route, {"conversation_id": conversation_id})
                     await self._answer(_read_endpoint, scope, receive, send)
                     return
-            elif method == "POST" and path == _PREFIX:
+            elif method == "POST" and path == _PREFIX and self._headers_fit(scope):
                 await self._create(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _headers_fit(self, scope: Scope) -> bool:
+        return header_bytes(scope) <= self.max_header_bytes
 
     async def _answer(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         """The endpoint's response, or the app's handler's for what it raised (the one for

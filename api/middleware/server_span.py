@@ -15,12 +15,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import Scope
 
 from api.middleware.metrics import KNOWN_METHODS, UNMATCHED_ROUTE
+from shared.telemetry import extract_trace_context
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 _TRACE_HEADERS = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
 
 
@@ -36,7 +35,7 @@ def _parent(scope: Scope) -> Context | None:
         name = _TRACE_HEADERS.get(key.lower())
         if name is not None and name not in carrier:
             carrier[name] = value.decode("latin-1")
-    return _PROPAGATOR.extract(carrier) if carrier else None
+    return extract_trace_context(carrier) if carrier else None
 
 
 class ServerSpan:

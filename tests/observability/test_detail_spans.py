@@ -12,9 +12,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from api.middleware.edge import EdgeMiddleware
+from api.service_app import FASTAPI_TELEMETRY_OFF
 from shared.detail_spans import MAX_NOTED, DeferringTracer
 from shared.metrics import create_metrics
-from shared.telemetry import FASTAPI_TELEMETRY_OFF, Telemetry, current_trace_id
+from shared.telemetry import Telemetry, current_trace_id
 
 SLOW_MS = 20
 NEVER_SLOW_MS = 600_000

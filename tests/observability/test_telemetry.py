@@ -19,9 +19,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from api.middleware.edge import EdgeMiddleware
+from api.service_app import FASTAPI_TELEMETRY_OFF
 from shared.metrics import create_metrics
 from shared.telemetry import (
-    FASTAPI_TELEMETRY_OFF,
     JsonLinesSpanExporter,
     Telemetry,
     _otlp_traces_endpoint,
