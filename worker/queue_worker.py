@@ -20,10 +20,11 @@ the time it expires), so counting live workers is one `ZCOUNT` however large the
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from arq.utils import timestamp_ms
@@ -60,6 +61,7 @@ class QueueWorker(Worker):
         self._heartbeat_ttl = heartbeat_ttl_seconds
         self._member = instance_id()
         self._last_heartbeat = 0.0
+        self._finishing: set[asyncio.Task[Any]] = set()
         # Whether this run ever got an answer from Redis: a run that loses it afterwards is a
         # new outage, one that never reached it the next failed restart of the same one.
         self.reached_redis = False
@@ -161,6 +163,19 @@ class QueueWorker(Worker):
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job.job_id] = task
 
+    @contextmanager
+    def _while_finishing(self) -> Iterator[None]:
+        """Count the current task (arq's shield around a job's end) until the end is written."""
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a task
+            yield
+            return
+        self._finishing.add(task)
+        try:
+            yield
+        finally:
+            self._finishing.discard(task)
+
     async def finish_job(
         self,
         job_id: str,
@@ -173,29 +188,33 @@ class QueueWorker(Worker):
     ) -> None:
         """arq's end of a job in one script that also gives back its admission token and
         makes a job shutdown took away due again."""
-        if result_data is not None:  # never here (keep_result=0); arq's way keeps the result
-            await super().finish_job(
+        with self._while_finishing():
+            if result_data is not None:  # never (keep_result=0); arq's way keeps the result
+                await super().finish_job(
+                    job_id,
+                    finish,
+                    result_data,
+                    result_timeout_s,
+                    keep_result_forever,
+                    incr_score,
+                    keep_in_progress,
+                )
+                await self.scheduler.give_back_token(job_id)
+                return
+            await self.scheduler.finish(
                 job_id,
-                finish,
-                result_data,
-                result_timeout_s,
-                keep_result_forever,
-                incr_score,
-                keep_in_progress,
+                now_ms=timestamp_ms(),
+                done=finish,
+                incr_score=incr_score,
+                keep_in_progress_ms=None
+                if keep_in_progress is None
+                else int(keep_in_progress * 1000),
             )
-            await self.scheduler.give_back_token(job_id)
-            return
-        await self.scheduler.finish(
-            job_id,
-            now_ms=timestamp_ms(),
-            done=finish,
-            incr_score=incr_score,
-            keep_in_progress_ms=None if keep_in_progress is None else int(keep_in_progress * 1000),
-        )
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
-        await super().finish_failed_job(job_id, result_data)
-        await self.scheduler.give_back_token(job_id)
+        with self._while_finishing():
+            await super().finish_failed_job(job_id, result_data)
+            await self.scheduler.give_back_token(job_id)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         # A slot is free and, if the job held one, an admission token is back: work may be
@@ -220,7 +239,22 @@ class QueueWorker(Worker):
             await pipe.execute()
 
     async def close(self) -> None:
+        """arq's close, except that a job the stop reaches while it finishes does not end it.
+
+        arq cancels the running jobs and gathers them: one cancelled during its (shielded)
+        end ends cancelled, which raised out of the close, so the worker skipped its shutdown
+        and closed Redis under the end still being written. Here the close waits for the
+        jobs and for those ends, then goes on."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if self._pool is None:
+            return
+        await asyncio.gather(*self.tasks.values(), *self._finishing, return_exceptions=True)
+        self.tasks.clear()
         with suppress(RedisError, OSError):
-            if self._pool is not None:
-                await self.pool.zrem(heartbeat_registry(self.queue_name), self._member)
-        await super().close()
+            await self.pool.zrem(heartbeat_registry(self.queue_name), self._member)
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None
