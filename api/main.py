@@ -30,6 +30,7 @@ from api.routes import (
 from api.service_app import ServiceApp
 from api.submission import Submissions
 from shared.db import create_engine, create_session_factory
+from shared.heap import freeze_startup_heap, thaw_heap
 from shared.llm.registry import served_providers
 from shared.logs import configure_logging
 from shared.metrics import create_metrics
@@ -74,9 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.ADMIN_API_KEY is None:
             logger.warning("admin_key_missing", hint="set ADMIN_API_KEY to manage users and keys")
         logger.info("api_started", environment=settings.ENVIRONMENT.value)
+        freeze_startup_heap()
         try:
             yield
         finally:
+            thaw_heap()
             await queue.aclose()
             await engine.dispose()
             telemetry.shutdown()

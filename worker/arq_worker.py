@@ -10,6 +10,7 @@ from arq import cron
 from arq.worker import func
 from loguru import logger
 
+from shared.heap import freeze_startup_heap, thaw_heap
 from shared.job_contract import GENERATE_CONVERSATION, deserialize_job, serialize_job
 from shared.model_servers import configured_servers
 from shared.queue import create_queue_pool, heartbeat_key
@@ -40,12 +41,14 @@ def build_worker(settings: Settings, obs: Observability, **overrides: Any) -> Qu
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx[RESOURCES_KEY] = await open_resources(settings, obs)
         await check_llm(resources(ctx))
+        freeze_startup_heap()
         logger.info("worker_ready", queue=settings.QUEUE_NAME, max_jobs=settings.WORKER_MAX_JOBS)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         # Popped, so a second call (after a close that Redis cut short) closes nothing twice.
         opened = ctx.pop(RESOURCES_KEY, None)
         if isinstance(opened, WorkerResources):
+            thaw_heap()
             await opened.close()
 
     interval = settings.WORKER_SWEEP_INTERVAL_SECONDS
