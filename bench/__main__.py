@@ -110,9 +110,10 @@ class Plan:
     profile_seconds: float = 0  # per py-spy profile (0: none)
 
 
-# 1,000 queued: with 100 slots a worker drains them in waves of 100, so two workers can at most
-# halve one worker's waves; at 300 (3 waves against 2) no pair of workers could pass 1.5x.
-FULL = Plan(10, 4, 2, 10, 20, 10, 1000, 60, profile_seconds=5)
+# 3,000 queued: with 100 slots a worker drains them in waves of 100, and the drain ends one
+# model call after the last wave starts, so two workers can at most turn (n + 1) s into
+# (n/2 + 1) s: 1.94x at 30 waves; 1,000 (10 waves) capped any pair at 1.83x, 300 at 1.6x.
+FULL = Plan(10, 4, 2, 10, 20, 10, 3000, 60, profile_seconds=5)
 QUICK = Plan(2, 0, 1, 2, 4, 4, 60, 10)
 
 
