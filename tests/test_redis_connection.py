@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
 from pydantic import ValidationError
-from redis.asyncio import SSLConnection
+from redis.asyncio import Redis, SSLConnection
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
 
 from shared.redis_connection import connection_pool
@@ -55,3 +59,57 @@ def test_with_sentinels_the_primary_comes_from_them_with_the_url_s_credentials()
     assert {s.connection_pool.connection_kwargs["password"] for s in sentinels} == {
         "sentinel-secret"
     }
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis(connection_pool=connection_pool(settings, socket_timeout=5))
+    yield client
+    await client.aclose()
+
+
+async def _idle_connection(client: Redis) -> AbstractConnection:
+    """The one connection the pool holds, after it served a command and went back."""
+    assert await client.ping()
+    pool = client.connection_pool
+    assert len(pool._available_connections) == 1
+    connection: AbstractConnection = pool._available_connections[0]
+    return connection
+
+
+async def test_a_connection_the_server_closed_is_replaced_before_it_is_used(
+    pool: Redis, settings: Settings
+) -> None:
+    connection = await _idle_connection(pool)
+    victim = await pool.client_id()
+    killer = Redis.from_url(settings.REDIS_URL)
+    try:
+        assert await killer.client_kill_filter(_id=victim) == 1
+    finally:
+        await killer.aclose()
+    reader = connection._reader
+    assert reader is not None
+    async with asyncio.timeout(5):
+        while not reader.at_eof():  # the event loop has seen the server hang up
+            await asyncio.sleep(0.01)
+    # Nothing to retry: the command goes out on a fresh connection.
+    assert await pool.client_id() != victim
+
+
+async def test_a_connection_with_bytes_nobody_asked_for_is_not_handed_out(
+    pool: Redis, settings: Settings
+) -> None:
+    key = f"{settings.QUEUE_NAME}:stray-check"
+    connection = await _idle_connection(pool)
+    await pool.set(key, "value")
+    # An answer left unread on the idle connection (as a command cut off mid-way leaves one).
+    await connection.send_command("PING")
+    reader = connection._reader
+    assert reader is not None
+    async with asyncio.timeout(5):
+        while not reader._buffer:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)
+    try:
+        assert await pool.get(key) == b"value"
+    finally:
+        await pool.delete(key)
