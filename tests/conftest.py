@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +23,23 @@ from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
 from tests.support.fake_llm import FakeLLMServer
 
 RUN_ID = uuid.uuid4().hex[:10]
+# Of each process log a failed test leaves, this many last lines go into its report.
+LOG_TAIL_LINES = 40
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that ran processes (their logs in its `tmp_path`) reports their logs'
+    tails: a failure seen once, on a slow machine, can still be read afterwards. The fault
+    tests' `make_stack` prints its own."""
+    report = yield
+    funcargs = getattr(item, "funcargs", {})
+    workdir = funcargs.get("tmp_path")
+    if report.failed and isinstance(workdir, Path) and "make_stack" not in funcargs:
+        for log in sorted(workdir.rglob("*.log"))[:8]:
+            lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            report.sections.append((f"log {log.relative_to(workdir)}", "\n".join(lines)))
+    return report
 
 
 @pytest.fixture(scope="session")
