@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics=app.state.metrics,
             tracer_provider=tracer_provider,
             detail_min_ms=settings.TRACE_DETAIL_MIN_MS,
+            trace_fast_reads=settings.TRACE_FAST_READS,
         )
     )
     return app

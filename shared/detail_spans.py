@@ -17,6 +17,7 @@ the SDK's spans as they are.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from time import time_ns
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util import types
 from opentelemetry.util._decorator import _agnosticcontextmanager
@@ -245,3 +247,29 @@ class DeferringTracerProvider(trace.TracerProvider):
                 instrumenting_module_name, instrumenting_library_version, schema_url, attributes
             )
         )
+
+
+_preset: ContextVar[tuple[int, int] | None] = ContextVar("preset_span_ids", default=None)
+
+
+class PresetIds(RandomIdGenerator):
+    """The SDK's random ids, except for a span made from one noted earlier under ids handed
+    out then (its children already point at them): it gets those ids."""
+
+    def generate_span_id(self) -> int:
+        preset = _preset.get()
+        return super().generate_span_id() if preset is None else preset[1]
+
+    def generate_trace_id(self) -> int:
+        preset = _preset.get()
+        return super().generate_trace_id() if preset is None else preset[0]
+
+
+@contextmanager
+def preset_ids(trace_id: int, span_id: int) -> Iterator[None]:
+    """Spans started inside get these ids (with a `PresetIds` provider): start one only."""
+    token = _preset.set((trace_id, span_id))
+    try:
+        yield
+    finally:
+        _preset.reset(token)

@@ -170,6 +170,9 @@ class Settings(BaseSettings):
     # An API request's client spans (SQL, Redis, HTTP) are exported when it failed or took at
     # least this long (0: always); its server span and its own spans always are.
     TRACE_DETAIL_MIN_MS: Annotated[int, Field(ge=0)] = 250
+    # A GET or HEAD that ends under TRACE_DETAIL_MIN_MS with a 2xx/3xx is not traced at all
+    # (true: every request is); a caller's sampled traceparent is always continued.
+    TRACE_FAST_READS: bool = False
 
     @model_validator(mode="after")
     def _timeouts_nest(self) -> Settings:

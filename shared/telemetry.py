@@ -46,7 +46,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import Attributes
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.detail_spans import DeferringTracerProvider
+from shared.detail_spans import DeferringTracerProvider, PresetIds
 from shared.logs import instance_id
 from shared.settings import Settings
 
@@ -194,7 +194,9 @@ def setup_telemetry(
             "process.pid": os.getpid(),
         }
     )
-    provider = TracerProvider(resource=resource, sampler=DropRootRedisSampler())
+    provider = TracerProvider(
+        resource=resource, sampler=DropRootRedisSampler(), id_generator=PresetIds()
+    )
     exporters: list[SpanExporter] = []
     if settings.OTEL_EXPORTER_OTLP_ENDPOINT:
         otlp = OTLPSpanExporter(

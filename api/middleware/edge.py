@@ -23,6 +23,9 @@ from shared.detail_spans import note_details, stop_noting
 from shared.logs import bind_context, log_line
 from shared.metrics import Metrics
 
+# The methods whose fast, successful requests go untraced unless `TRACE_FAST_READS`: they
+# start nothing another trace would continue (a submission's trace goes on into its job).
+_READS = frozenset({"GET", "HEAD"})
 # nginx's code for a client that went away before the answer.
 CLIENT_CLOSED_REQUEST = 499
 _LOGGER = __name__
@@ -36,12 +39,15 @@ class EdgeMiddleware:
         metrics: Metrics,
         tracer_provider: TracerProvider,
         detail_min_ms: int,
+        trace_fast_reads: bool,
     ) -> None:
         self.app = app
         self.metrics = RequestMetrics(metrics)
         self.tracer = tracer_provider.get_tracer("ai_eng_api.http")
         # A request's client spans are exported when it failed or took this long (0: always).
         self.detail_min_seconds = detail_min_ms / 1000
+        # Reads (polls, mostly) that end fast and well are not traced at all, unless this.
+        self.deferred_methods = frozenset() if trace_fast_reads else _READS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,7 +67,11 @@ class EdgeMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        span = ServerSpan(self.tracer, scope) if traced(scope) else None
+        span = (
+            ServerSpan(self.tracer, scope, deferred=scope["method"] in self.deferred_methods)
+            if traced(scope)
+            else None
+        )
         details, noting = note_details() if span is not None else (None, None)
         with bind_context(request_id=request_id):
             error: BaseException | None = None
@@ -78,12 +88,13 @@ class EdgeMiddleware:
                 route = route_template(scope)
                 self.metrics.record(scope["method"], route, status, seconds)
                 self._access_line(scope, status, seconds, None if cancelled else error)
+                slow = seconds >= self.detail_min_seconds
                 if details is not None and noting is not None:
                     failed = status >= 500 or (error is not None and not cancelled)
-                    details.decide(keep=failed or seconds >= self.detail_min_seconds)
+                    details.decide(keep=failed or slow)
                     stop_noting(noting)
                 if span is not None:
-                    span.end(route, status, error)
+                    span.end(route, status, error, keep=slow or status >= 400 or error is not None)
 
     @staticmethod
     def _access_line(

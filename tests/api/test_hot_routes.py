@@ -240,7 +240,9 @@ async def test_the_lane_names_spans_and_metrics_by_route(
     served_hot: list[int],
 ) -> None:
     spans = tmp_path / "spans.jsonl"
-    async with running_app(settings, OTEL_TRACES_FILE=str(spans)) as application:
+    async with running_app(
+        settings, OTEL_TRACES_FILE=str(spans), TRACE_FAST_READS=True
+    ) as application:
         async with client_of(application, ADMIN_KEY) as admin:
             created = await admin.post("/conversations", json=body(user, model_version))
             await admin.get(f"/conversations/{created.json()['id']}")

@@ -64,6 +64,7 @@ def _app(telemetry: Telemetry, detail_min_ms: int, later: list[asyncio.Task[None
         metrics=create_metrics(process_metrics=False),
         tracer_provider=telemetry.tracer_provider,
         detail_min_ms=detail_min_ms,
+        trace_fast_reads=True,
     )
     return app
 

@@ -82,7 +82,11 @@ def app(metrics: Metrics) -> FastAPI:
 
     app.include_router(router)
     app.add_middleware(
-        EdgeMiddleware, metrics=metrics, tracer_provider=TracerProvider(), detail_min_ms=0
+        EdgeMiddleware,
+        metrics=metrics,
+        tracer_provider=TracerProvider(),
+        detail_min_ms=0,
+        trace_fast_reads=True,
     )
     return app
 

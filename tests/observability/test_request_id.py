@@ -48,6 +48,7 @@ def _app() -> FastAPI:
         metrics=create_metrics(process_metrics=False),
         tracer_provider=TracerProvider(),
         detail_min_ms=0,
+        trace_fast_reads=True,
     )
     return app
 

@@ -234,6 +234,7 @@ def _edge_app(telemetry: Telemetry) -> FastAPI:
         metrics=create_metrics(process_metrics=False),
         tracer_provider=telemetry.tracer_provider,
         detail_min_ms=0,
+        trace_fast_reads=True,
     )
     return app
 
