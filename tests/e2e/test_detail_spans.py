@@ -3,6 +3,7 @@ trace is still whole: the server spans, the producer span and the worker's spans
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,3 +58,26 @@ def test_a_fast_requests_trace_keeps_its_own_spans_and_the_job(stack: Stack) -> 
     assert any(
         s["service_name"] == "ai-eng-api-worker" and s["kind"] == "CLIENT" for s in by_id.values()
     )
+
+
+def test_fast_polls_leave_no_trace_and_a_missing_conversation_does(stack: Stack) -> None:
+    user_id, model_id = stack.setup_model()
+    accepted = stack.submit(user_id, model_id, "poll me")
+    assert stack.wait_all([accepted["id"]])[accepted["id"]]["status"] == "completed"
+    assert stack.client.get(f"/conversations/{uuid.uuid4()}").status_code == 404
+
+    def api_servers() -> list[tuple[str, int]]:
+        return [
+            (str(s["name"]), int(s["attributes"]["http.response.status_code"]))
+            for s in stack.spans()
+            if s["service_name"] == "ai-eng-api-api"
+            and s["kind"] == "SERVER"
+            and "/conversations" in str(s["name"])
+        ]
+
+    wait_until(lambda: len(api_servers()) >= 2, timeout=10, what="the API's server spans")
+    # The polls (every 200 of the GETs) were fast and fine: only the submission and the 404.
+    assert sorted(api_servers()) == [
+        ("GET /conversations/{conversation_id}", 404),
+        ("POST /conversations", 202),
+    ]
