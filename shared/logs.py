@@ -42,9 +42,6 @@ _context: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("log_context", de
 _STDLIB_LOGGERS: Mapping[str, int] = {
     "uvicorn": logging.NOTSET,
     "uvicorn.error": logging.NOTSET,
-    # The API writes its own access line (`http_request`, with the request and trace ids);
-    # uvicorn's would be a second line for every request.
-    "uvicorn.access": logging.WARNING,
     "sqlalchemy": logging.WARNING,
     "sqlalchemy.engine": logging.WARNING,
     "sqlalchemy.pool": logging.WARNING,
@@ -122,6 +119,10 @@ def _utc_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+# One encoder for every line (`json.dumps` with options builds one per call).
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
 class _JsonSink:
     """Writes each record as one JSON object on one line (a stream to loguru: `write` takes
     its message, `stop` is called when the sink is removed)."""
@@ -167,7 +168,7 @@ class _JsonSink:
         payload["extra"] = extra
         if exception is not None:
             payload["exception"] = exception
-        self._stream.write(json.dumps(payload, default=str, ensure_ascii=False) + "\n")
+        self._stream.write(_ENCODER.encode(payload) + "\n")
         self._stream.flush()
 
     def stop(self) -> None:
@@ -248,6 +249,13 @@ class InterceptHandler(logging.Handler):
         )
 
 
+# The API writes its own access line (`http_request`, with the request and trace ids); uvicorn's
+# would be a second line for every request. Not merely held back by a level: uvicorn formats
+# the line's arguments (quoting the path) before the level check whenever the logger has a
+# handler somewhere, so this one has none and passes nothing on.
+_SILENCED = ("uvicorn.access",)
+
+
 def _route_stdlib_logging(level_no: int) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -262,6 +270,10 @@ def _route_stdlib_logging(level_no: int) -> None:
         std_logger.propagate = True
         std_logger.disabled = False
         std_logger.setLevel(max(level_no, floor))
+    for name in _SILENCED:
+        silenced = logging.getLogger(name)
+        silenced.handlers.clear()
+        silenced.propagate = False
 
 
 def configure_logging(

@@ -164,6 +164,8 @@ def test_stdlib_loggers_are_routed_with_their_names_and_levels() -> None:
     assert by_message["Exception in ASGI application"]["level"] == "ERROR"
     # The API's own `http_request` line is the access log; uvicorn's would be a second one.
     assert '1.2.3.4 - "GET /x" 200' not in by_message
+    # uvicorn asks for handlers before it even formats its access line: there are none.
+    assert not logging.getLogger("uvicorn.access").hasHandlers()
     assert by_message["pool overflow"]["level"] == "WARNING"
     # Statement and request chatter stays below the floor set for those libraries.
     assert "SELECT 1" not in by_message
