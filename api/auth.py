@@ -20,6 +20,8 @@ from shared.db import driver_connection
 from shared.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from shared.models import Priority
 from shared.repositories import api_keys
+from shared.repositories.api_keys import KeyOwner
+from shared.settings import Settings
 
 # auto_error=False: a missing header is answered by our 401 in the error contract, not
 # FastAPI's 403. The scheme still appears in OpenAPI, so Swagger UI offers "Authorize".
@@ -54,25 +56,54 @@ class Principal:
 ADMIN = Principal(user_id=None)
 
 
-async def _resolve(
-    request: Request, credentials: HTTPAuthorizationCredentials | None
-) -> Principal | None:
+def _presented(credentials: HTTPAuthorizationCredentials | None) -> str | None:
     if credentials is None or not credentials.credentials:
         return None
     presented = credentials.credentials
-    if len(presented) > _MAX_KEY_LENGTH:
+    return presented if len(presented) <= _MAX_KEY_LENGTH else None
+
+
+def _is_admin_key(settings: Settings, presented: str) -> bool:
+    admin_key = settings.ADMIN_API_KEY
+    return admin_key is not None and same_secret(presented, admin_key.get_secret_value())
+
+
+def user_key_hash(
+    settings: Settings, credentials: HTTPAuthorizationCredentials | None
+) -> str | None:
+    """The hash to look a presented key up by, when it may be a user's (not missing, not
+    too long, not the admin's)."""
+    presented = _presented(credentials)
+    if presented is None or _is_admin_key(settings, presented):
         return None
-    admin_key = (await get_settings(request)).ADMIN_API_KEY
-    if admin_key is not None and same_secret(presented, admin_key.get_secret_value()):
+    return hash_key(presented)
+
+
+def principal_of(found: KeyOwner | None, digest: str) -> Principal | None:
+    """The user a looked-up key belongs to; None when there is no such key."""
+    if found is None or not same_secret(digest, found.key_hash):
+        return None
+    return Principal(user_id=found.user_id, key_id=found.key_id, max_priority=found.max_priority)
+
+
+def refused(credentials: HTTPAuthorizationCredentials | None) -> UnauthorizedError:
+    message = "Missing API key" if credentials is None else "Invalid or revoked API key"
+    return UnauthorizedError(message)
+
+
+async def _resolve(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> Principal | None:
+    presented = _presented(credentials)
+    if presented is None:
+        return None
+    settings = await get_settings(request)
+    if _is_admin_key(settings, presented):
         return ADMIN
     digest = hash_key(presented)
     async with driver_connection(await get_engine(request)) as db:
         found = await api_keys.owner_of(db, digest)
-    if found is None:
-        return None
-    if not same_secret(digest, found.key_hash):
-        return None
-    return Principal(user_id=found.user_id, key_id=found.key_id, max_priority=found.max_priority)
+    return principal_of(found, digest)
 
 
 async def authenticate(
@@ -81,8 +112,7 @@ async def authenticate(
 ) -> Principal:
     principal = await _resolve(request, credentials)
     if principal is None:
-        message = "Missing API key" if credentials is None else "Invalid or revoked API key"
-        raise UnauthorizedError(message)
+        raise refused(credentials)
     request.state.principal = principal
     return principal
 
@@ -92,13 +122,8 @@ async def caller_is_admin(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> bool:
     """For open routes (probes) that tell the admin more than anyone else; no database."""
-    admin_key = (await get_settings(request)).ADMIN_API_KEY
-    return (
-        credentials is not None
-        and admin_key is not None
-        and len(credentials.credentials) <= _MAX_KEY_LENGTH
-        and same_secret(credentials.credentials, admin_key.get_secret_value())
-    )
+    presented = _presented(credentials)
+    return presented is not None and _is_admin_key(await get_settings(request), presented)
 
 
 async def require_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

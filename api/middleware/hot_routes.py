@@ -29,8 +29,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import _bearer, authenticate
-from api.deps import get_engine, get_submissions
+from api.auth import _bearer, authenticate, user_key_hash
+from api.deps import get_engine, get_settings, get_submissions
 from api.middleware.request_limits import declared_length, header_bytes
 from api.routes import conversations
 from shared.schemas.conversations import ConversationCreate
@@ -201,14 +201,19 @@ class HotRoutesMiddleware:
 
 
 async def _read_endpoint(request: Request) -> Response:
-    """`get_conversation` with its dependencies, in the order FastAPI solves them."""
-    caller = await authenticate(request, await _bearer(request))
+    """`get_conversation` with its dependencies, in the order FastAPI solves them; with a
+    user's key, its lookup and the read are one statement."""
+    credentials = await _bearer(request)
+    conversation_id = uuid.UUID(request.path_params["conversation_id"])
+    engine = await get_engine(request)
+    key_hash = user_key_hash(await get_settings(request), credentials)
+    if key_hash is not None and credentials is not None:
+        return await conversations.poll_with_user_key(
+            conversation_id, engine, key_hash, credentials, request
+        )
+    caller = await authenticate(request, credentials)
     return await conversations.get_conversation(
-        conversation_id=uuid.UUID(request.path_params["conversation_id"]),
-        engine=await get_engine(request),
-        caller=caller,
-        request=request,
-        wait=0,
+        conversation_id=conversation_id, engine=engine, caller=caller, request=request, wait=0
     )
 
 

@@ -5,13 +5,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import cancellation, long_poll, webhooks
-from api.auth import Principal, PrincipalDep
+from api.auth import Principal, PrincipalDep, principal_of, refused
 from api.deps import EngineDep, PageDep, QueueDep, SessionDep, SubmissionsDep
 from api.errors import error_responses
-from shared.errors import ForbiddenError
+from shared.errors import ForbiddenError, NotFoundError
 from shared.models import ConversationStatus, Priority
 from shared.schemas.conversations import (
     ConversationCreate,
@@ -20,6 +22,7 @@ from shared.schemas.conversations import (
     ConversationUpdate,
 )
 from shared.services import conversations as service
+from shared.services.conversations import CONVERSATION_NOT_FOUND
 
 router = APIRouter(prefix="/conversations", tags=["conversations"], responses=error_responses(401))
 
@@ -187,6 +190,28 @@ async def get_conversation(
     row = await service.read_conversation(
         engine, conversation_id=conversation_id, owner_id=caller.owner_scope()
     )
+    return _json(ConversationRead.model_validate(row))
+
+
+async def poll_with_user_key(
+    conversation_id: uuid.UUID,
+    engine: AsyncEngine,
+    key_hash: str,
+    credentials: HTTPAuthorizationCredentials,
+    request: Request,
+) -> Response:
+    """`get_conversation` for a user's key (`wait=0`): the key's lookup and the read in one
+    statement, with the answers authentication and the read would give."""
+    found = await service.read_conversation_by_key(
+        engine, key_hash=key_hash, conversation_id=conversation_id
+    )
+    caller = principal_of(None if found is None else found[0], key_hash)
+    if found is None or caller is None:
+        raise refused(credentials)
+    request.state.principal = caller
+    row = found[1]
+    if row is None:
+        raise NotFoundError(CONVERSATION_NOT_FOUND)
     return _json(ConversationRead.model_validate(row))
 
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,7 +12,7 @@ from shared.db import DriverConnection, statement_span
 from shared.models import ApiKey, Priority, User
 
 # Every authenticated request with a user key runs it: written out, run on the driver.
-_OWNER_OF = f"""
+OWNER_OF = f"""
 SELECT k.id, k.user_id, k.key_hash, k.max_priority
 FROM "{ApiKey.__tablename__}" AS k JOIN "{User.__tablename__}" AS u ON u.id = k.user_id
 WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.is_active
@@ -28,10 +30,18 @@ class KeyOwner:
 async def owner_of(db: DriverConnection, key_hash: str) -> KeyOwner | None:
     """The live key of an active user with this hash; one index probe."""
     with statement_span("SELECT", ApiKey.__tablename__):
-        row = await db.fetchrow(_OWNER_OF, key_hash)
-    if row is None:
-        return None
-    return KeyOwner(row["id"], row["user_id"], row["key_hash"], Priority(row["max_priority"]))
+        row = await db.fetchrow(OWNER_OF, key_hash)
+    return None if row is None else key_owner(row)
+
+
+def key_owner(row: Mapping[str, Any], prefix: str = "") -> KeyOwner:
+    """The `KeyOwner` of a row with `OWNER_OF`'s columns (named `prefix` + column)."""
+    return KeyOwner(
+        row[prefix + "id"],
+        row[prefix + "user_id"],
+        row[prefix + "key_hash"],
+        Priority(row[prefix + "max_priority"]),
+    )
 
 
 class ApiKeyRepository:

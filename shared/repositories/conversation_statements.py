@@ -18,6 +18,7 @@ from sqlalchemy import Table
 
 from shared.db import DriverConnection, statement_span
 from shared.models import Conversation, ConversationStatus, ModelVersion, User
+from shared.repositories.api_keys import OWNER_OF, KeyOwner, key_owner
 from shared.repositories.base import column_list
 from shared.schemas.conversations import ConversationRead
 
@@ -115,6 +116,20 @@ SELECT {_READ} FROM "{_CONVERSATION}"
 WHERE id = $1 AND is_active AND ($2::uuid IS NULL OR user_id = $2)
 """
 
+# A poll with a user key in one round trip: the key's owner as `api_keys.OWNER_OF` finds it (its
+# columns prefixed `key_`), and the conversation if that owner has it. No row: no live key of
+# an active user has this hash; a row whose `id` is NULL: the owner has no such conversation.
+READ_ONE_BY_KEY = f"""
+SELECT k.id AS key_id, k.user_id AS key_user_id, k.key_hash AS key_key_hash,
+  k.max_priority AS key_max_priority, c.*
+FROM ({OWNER_OF}) AS k
+LEFT JOIN LATERAL (
+  SELECT {_READ} FROM "{_CONVERSATION}" WHERE id = $2 AND is_active AND user_id = k.user_id
+) AS c ON true
+"""
+_KEY_PREFIX = "key_"
+_KEY_COLUMNS = tuple(_KEY_PREFIX + name for name in ("id", "user_id", "key_hash", "max_priority"))
+
 
 @dataclass(frozen=True, slots=True)
 class NotInserted:
@@ -203,6 +218,22 @@ async def read_one(
     """The active conversation, if `owner_id` owns it (None: any owner)."""
     with statement_span("SELECT", _CONVERSATION):
         return _row(await db.fetchrow(READ_ONE, conversation_id, owner_id))
+
+
+async def read_one_by_key(
+    db: DriverConnection, key_hash: str, conversation_id: uuid.UUID
+) -> tuple[KeyOwner, Row | None] | None:
+    """The owner of the live key with this hash and their active conversation, if they have
+    it; None when no live key of an active user has this hash."""
+    with statement_span("SELECT", _CONVERSATION):
+        record = await db.fetchrow(READ_ONE_BY_KEY, key_hash, conversation_id)
+    if record is None:
+        return None
+    row = dict(record)
+    owner = key_owner(row, _KEY_PREFIX)
+    for name in _KEY_COLUMNS:
+        del row[name]
+    return owner, (row if row["id"] is not None else None)
 
 
 def _row(record: Mapping[str, Any] | None) -> Row | None:

@@ -22,6 +22,7 @@ from shared.errors import (
 from shared.lifecycle import Outcome
 from shared.models import Conversation, ConversationStatus, Priority
 from shared.repositories import conversation_statements as statements
+from shared.repositories.api_keys import KeyOwner
 from shared.repositories.conversation_statements import Row
 from shared.repositories.conversations import CONVERSATION_ORDER, ConversationRepository
 from shared.schemas.common import Page
@@ -186,6 +187,15 @@ async def read_conversation(
     if row is None:
         raise NotFoundError(CONVERSATION_NOT_FOUND)
     return row
+
+
+async def read_conversation_by_key(
+    engine: AsyncEngine, *, key_hash: str, conversation_id: uuid.UUID
+) -> tuple[KeyOwner, Row | None] | None:
+    """A poll with a user key: the key's owner and their conversation (None: not theirs, or
+    none), in one statement; None when no live key of an active user has this hash."""
+    async with driver_connection(engine) as db:
+        return await statements.read_one_by_key(db, key_hash, conversation_id)
 
 
 async def get_conversation(

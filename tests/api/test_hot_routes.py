@@ -29,15 +29,22 @@ _VARYING_FIELDS = {"id", "conversation_id", "created_at", "updated_at", "complet
 
 @pytest.fixture
 def served_hot(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many requests the hot lane authenticated (the router's route never calls this)."""
+    """How many requests the hot lane authenticated, on its own or with a user key's poll (the
+    router's route never calls either)."""
     calls: list[int] = []
     authenticate = hot_routes.authenticate
+    poll = hot_routes.conversations.poll_with_user_key
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return await authenticate(*args, **kwargs)
 
+    async def counting_poll(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return await poll(*args, **kwargs)
+
     monkeypatch.setattr(hot_routes, "authenticate", counting)
+    monkeypatch.setattr(hot_routes.conversations, "poll_with_user_key", counting_poll)
     return calls
 
 
@@ -82,7 +89,12 @@ async def test_plain_requests_are_served_by_the_hot_lane(
 
 
 async def _answers(
-    app: FastAPI, user: dict[str, Any], model_version: dict[str, Any], user_key: str, run: str
+    app: FastAPI,
+    user: dict[str, Any],
+    model_version: dict[str, Any],
+    user_key: str,
+    run: str,
+    someone: dict[str, Any],
 ) -> list[tuple[int, dict[str, str], Any]]:
     """The same requests, each answered: successes and every error the lane can meet."""
     other = str(uuid.uuid4())
@@ -96,9 +108,13 @@ async def _answers(
         created = await admin.post("/conversations", json=body(user, model_version))
         done = await admin.post("/conversations", json=body(user, model_version, response="stored"))
         conversation = f"/conversations/{created.json()['id']}"
+        theirs = await admin.post(
+            "/conversations", json=body(someone, model_version, response="theirs")
+        )
         responses = [
             created,
             done,
+            theirs,
             await own.post("/conversations", json=body(user, model_version)),
             await own.post("/conversations", json=body(user, model_version, user_id=other)),
             await admin.post("/conversations", json=body(user, model_version, user_id=None)),
@@ -110,6 +126,8 @@ async def _answers(
             await wrong.post("/conversations", json=body(user, model_version)),
             await admin.get(conversation),
             await own.get(conversation),
+            await own.get(f"/conversations/{theirs.json()['id']}"),
+            await own.get(f"/conversations/{other}"),
             await admin.get(f"/conversations/{other}"),
             await anonymous.get(conversation),
             await wrong.get(conversation),
@@ -135,18 +153,20 @@ async def test_the_hot_lane_answers_as_the_router(
 ) -> None:
     async with client_of(app, ADMIN_KEY) as admin:
         user_key = await issue_key(admin, user["id"])
-    hot = await _answers(app, user, model_version, user_key, "hot")
+        someone = (await admin.post("/users", json={"email": "someone@example.com"})).json()
+    hot = await _answers(app, user, model_version, user_key, "hot", someone)
     assert len(served_hot) == len(hot)
     served_hot.clear()
     app.dependency_overrides[_unused_dependency] = _unused_dependency
     try:
-        routed = await _answers(app, user, model_version, user_key, "routed")
+        routed = await _answers(app, user, model_version, user_key, "routed", someone)
     finally:
         app.dependency_overrides.clear()
     assert not served_hot
     assert hot == routed
     assert [status for status, _, _ in hot] == [
-        202, 201, 202, 403, 422, 404, 401, 401, 200, 200, 404, 401, 401, 202, 202, 422,
+        202, 201, 201, 202, 403, 422, 404, 401, 401, 200, 200, 404, 404, 404, 401, 401, 202, 202,
+        422,
     ]  # fmt: skip
 
 
