@@ -2,7 +2,9 @@
 
 The admin key comes from the environment and is compared in constant time; a user key is
 hashed and looked up by its hash (one statement, one index probe; no cache), so a revoked
-key stops working on every replica with the next request.
+key stops working on every replica with the next request. A poll (`GET /conversations/{id}`)
+with a user key looks the key up in the statement that reads the conversation
+(`api/routes/conversations.py poll_with_user_key`).
 """
 
 from __future__ import annotations

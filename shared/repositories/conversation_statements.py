@@ -2,7 +2,8 @@
 
 Submitting and polling are most of the API's traffic. Here a submission is one `INSERT ...
 SELECT` that checks the user and the model version (active, and locked against a concurrent
-soft delete until it commits) and writes the row; a poll is one `SELECT` by primary key. The
+soft delete until it commits) and writes the row; a poll is one `SELECT` by primary key, with
+a user's key looked up in the same statement. The
 rest of the API goes through the ORM (`ConversationRepository`), where its comfort costs
 little. The columns are the mapped table's, so a renamed column fails here at import.
 """
