@@ -28,6 +28,7 @@ from shared.settings import Settings
 # auto_error=False: a missing header is answered by our 401 in the error contract, not
 # FastAPI's 403. The scheme still appears in OpenAPI, so Swagger UI offers "Authorize".
 _bearer = HTTPBearer(auto_error=False, description="An API key: the admin's or a user's.")
+INVALID_KEY = "Invalid or revoked API key"
 # Longer than any key this service issues (or an admin key it would accept is likely to be).
 _MAX_KEY_LENGTH = 512
 
@@ -88,11 +89,6 @@ def principal_of(found: KeyOwner | None, digest: str) -> Principal | None:
     return Principal(user_id=found.user_id, key_id=found.key_id, max_priority=found.max_priority)
 
 
-def refused(credentials: HTTPAuthorizationCredentials | None) -> UnauthorizedError:
-    message = "Missing API key" if credentials is None else "Invalid or revoked API key"
-    return UnauthorizedError(message)
-
-
 async def _resolve(
     request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal | None:
@@ -114,7 +110,7 @@ async def authenticate(
 ) -> Principal:
     principal = await _resolve(request, credentials)
     if principal is None:
-        raise refused(credentials)
+        raise UnauthorizedError("Missing API key" if credentials is None else INVALID_KEY)
     request.state.principal = principal
     return principal
 

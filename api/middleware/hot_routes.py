@@ -207,10 +207,8 @@ async def _read_endpoint(request: Request) -> Response:
     conversation_id = uuid.UUID(request.path_params["conversation_id"])
     engine = await get_engine(request)
     key_hash = user_key_hash(await get_settings(request), credentials)
-    if key_hash is not None and credentials is not None:
-        return await conversations.poll_with_user_key(
-            conversation_id, engine, key_hash, credentials, request
-        )
+    if key_hash is not None:
+        return await conversations.poll_with_user_key(conversation_id, engine, key_hash, request)
     caller = await authenticate(request, credentials)
     return await conversations.get_conversation(
         conversation_id=conversation_id, engine=engine, caller=caller, request=request, wait=0

@@ -5,15 +5,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import cancellation, long_poll, webhooks
-from api.auth import Principal, PrincipalDep, principal_of, refused
+from api.auth import INVALID_KEY, Principal, PrincipalDep, principal_of
 from api.deps import EngineDep, PageDep, QueueDep, SessionDep, SubmissionsDep
 from api.errors import error_responses
-from shared.errors import ForbiddenError, NotFoundError
+from shared.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from shared.models import ConversationStatus, Priority
 from shared.schemas.conversations import (
     ConversationCreate,
@@ -194,22 +193,18 @@ async def get_conversation(
 
 
 async def poll_with_user_key(
-    conversation_id: uuid.UUID,
-    engine: AsyncEngine,
-    key_hash: str,
-    credentials: HTTPAuthorizationCredentials,
-    request: Request,
+    conversation_id: uuid.UUID, engine: AsyncEngine, key_hash: str, request: Request
 ) -> Response:
     """`get_conversation` for a user's key (`wait=0`): the key's lookup and the read in one
     statement, with the answers authentication and the read would give."""
     found = await service.read_conversation_by_key(
         engine, key_hash=key_hash, conversation_id=conversation_id
     )
-    caller = principal_of(None if found is None else found[0], key_hash)
-    if found is None or caller is None:
-        raise refused(credentials)
+    owner, row = found if found is not None else (None, None)
+    caller = principal_of(owner, key_hash)
+    if caller is None:
+        raise UnauthorizedError(INVALID_KEY)
     request.state.principal = caller
-    row = found[1]
     if row is None:
         raise NotFoundError(CONVERSATION_NOT_FOUND)
     return _json(ConversationRead.model_validate(row))

@@ -11,11 +11,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from api.middleware.edge import EdgeMiddleware
 from api.service_app import FASTAPI_TELEMETRY_OFF
 from shared.detail_spans import MAX_NOTED, DeferringTracer
-from shared.metrics import create_metrics
 from shared.telemetry import Telemetry, current_trace_id
+from tests.support.edge_app import behind_edge, call
 
 SLOW_MS = 20
 NEVER_SLOW_MS = 600_000
@@ -59,20 +58,11 @@ def _app(telemetry: Telemetry, detail_min_ms: int, later: list[asyncio.Task[None
 
         later.append(asyncio.create_task(finish()))
 
-    app.add_middleware(
-        EdgeMiddleware,
-        metrics=create_metrics(process_metrics=False),
-        tracer_provider=telemetry.tracer_provider,
-        detail_min_ms=detail_min_ms,
-        trace_fast_reads=True,
-    )
-    return app
+    return behind_edge(app, telemetry, detail_min_ms=detail_min_ms, trace_fast_reads=True)
 
 
 async def _get(app: FastAPI, path: str) -> httpx.Response:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        return await client.get(path)
+    return await call(app, "GET", path)
 
 
 def _names(exporter: InMemorySpanExporter) -> list[str]:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 from fastapi import FastAPI, HTTPException
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from api.middleware.edge import EdgeMiddleware
 from api.service_app import FASTAPI_TELEMETRY_OFF
 from shared.detail_spans import DeferringTracer
-from shared.metrics import create_metrics
 from shared.telemetry import Telemetry, current_trace_id
+from tests.support.edge_app import behind_edge, call
 
 SLOW_MS = 20
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -49,22 +47,7 @@ def _app(telemetry: Telemetry, *, trace_fast_reads: bool = False) -> FastAPI:
     async def submit() -> None:
         return None
 
-    app.add_middleware(
-        EdgeMiddleware,
-        metrics=create_metrics(process_metrics=False),
-        tracer_provider=telemetry.tracer_provider,
-        detail_min_ms=SLOW_MS,
-        trace_fast_reads=trace_fast_reads,
-    )
-    return app
-
-
-async def _call(
-    app: FastAPI, method: str, path: str, headers: dict[str, str] | None = None
-) -> httpx.Response:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        return await client.request(method, path, headers=headers)
+    return behind_edge(app, telemetry, detail_min_ms=SLOW_MS, trace_fast_reads=trace_fast_reads)
 
 
 def _spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
@@ -74,7 +57,7 @@ def _spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
 async def test_a_fast_successful_read_is_not_traced_but_its_lines_carry_ids(
     telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
-    response = await _call(_app(telemetry), "GET", "/fast")
+    response = await call(_app(telemetry), "GET", "/fast")
     assert response.status_code == 200
     assert _spans(exporter) == []
     trace_id = response.json()["trace_id"]
@@ -86,7 +69,7 @@ async def test_a_fast_successful_read_is_not_traced_but_its_lines_carry_ids(
 async def test_a_slow_read_is_traced_whole_under_the_ids_it_ran_with(
     telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
-    response = await _call(_app(telemetry), "GET", "/slow")
+    response = await call(_app(telemetry), "GET", "/slow")
     statement, server = _spans(exporter)
     assert (statement.name, server.name) == ("SELECT thing", "GET /slow")
     assert server.kind is SpanKind.SERVER
@@ -110,8 +93,8 @@ async def test_a_failed_or_refused_read_is_traced(
     telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
     app = _app(telemetry)
-    assert (await _call(app, "GET", "/missing")).status_code == 404
-    assert (await _call(app, "GET", "/fails")).status_code == 500
+    assert (await call(app, "GET", "/missing")).status_code == 404
+    assert (await call(app, "GET", "/fails")).status_code == 500
     missing, failed = _spans(exporter)
     assert (missing.name, failed.name) == ("GET /missing", "GET /fails")
     assert failed.status.status_code is StatusCode.ERROR
@@ -120,7 +103,7 @@ async def test_a_failed_or_refused_read_is_traced(
 async def test_a_submission_is_traced_however_fast(
     telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
-    await _call(_app(telemetry), "POST", "/submit")
+    await call(_app(telemetry), "POST", "/submit")
     assert [span.name for span in _spans(exporter)] == ["POST /submit"]
 
 
@@ -128,7 +111,7 @@ async def test_a_callers_sampled_trace_is_continued_however_fast(
     telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
     traceparent = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
-    await _call(_app(telemetry), "GET", "/fast", {"traceparent": traceparent})
+    await call(_app(telemetry), "GET", "/fast", {"traceparent": traceparent})
     (server,) = _spans(exporter)
     assert format(server.context.trace_id, "032x") == CALLER_TRACE
     assert server.parent is not None
@@ -138,5 +121,5 @@ async def test_a_callers_sampled_trace_is_continued_however_fast(
 async def test_with_trace_fast_reads_every_read_is_traced(
     telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
-    await _call(_app(telemetry, trace_fast_reads=True), "GET", "/fast")
+    await call(_app(telemetry, trace_fast_reads=True), "GET", "/fast")
     assert [span.name for span in _spans(exporter)] == ["GET /fast"]
