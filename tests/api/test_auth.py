@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy.engine import URL
 
 from shared.settings import Settings
@@ -290,3 +291,23 @@ async def test_a_revoked_key_is_refused_by_every_replica_at_once(
 
 def test_worker_metrics_listen_on_loopback_unless_told_otherwise() -> None:
     assert Settings(_env_file=None).WORKER_METRICS_HOST == "127.0.0.1"  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("length", "accepted"), [(512, True), (513, False)])
+async def test_a_key_is_looked_at_up_to_512_characters(
+    settings: Settings, clean_db: None, length: int, accepted: bool
+) -> None:
+    """At the edge of the key-length limit, on the hot poll and on a routed request alike."""
+    long_key = "k" * length
+    async with (
+        running_app(settings, ADMIN_API_KEY=SecretStr(long_key)) as application,
+        client_of(application, long_key) as caller,
+    ):
+        poll = await caller.get(f"/conversations/{uuid.uuid4()}")
+        listing = await caller.get("/users")
+    if accepted:
+        assert_error(poll, 404, "not_found")
+        assert listing.status_code == 200
+    else:
+        assert_error(poll, 401, "unauthorized")
+        assert_error(listing, 401, "unauthorized")
